@@ -1,0 +1,23 @@
+//! Indus compute kernels, exposed as candle custom ops.
+//!
+//! Every op here has a CPU implementation written plainly over slices: it is both the CPU
+//! execution path (the whole engine runs on CPU in CI) and the reference the CUDA kernels are
+//! checked against. The CUDA implementations (feature `cuda`) swap the kernel, never the
+//! semantics or the memory layout described in [`kv_layout`].
+
+pub mod activation;
+pub mod cache_write;
+mod elem;
+pub mod kv_layout;
+pub mod metadata;
+pub mod norm;
+pub mod paged_attention;
+pub mod rotary;
+
+pub use activation::silu_mul;
+pub use cache_write::write_kv_cache;
+pub use kv_layout::KvCacheShape;
+pub use metadata::AttentionMetadata;
+pub use norm::{fused_add_rms_norm, rms_norm};
+pub use paged_attention::paged_attention;
+pub use rotary::apply_rotary;

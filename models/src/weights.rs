@@ -1,0 +1,141 @@
+//! Weight sources: real safetensors shards (memory-mapped), or random weights of the
+//! checkpoint's exact shapes (`--load-format dummy`, as vLLM has) for benchmarks of full-size
+//! models without the weights.
+
+use crate::{ModelError, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadFormat {
+    /// Safetensors shards from the model directory.
+    #[default]
+    Auto,
+    Safetensors,
+    /// Random weights of the config's real shapes; only config.json and the tokenizer needed.
+    Dummy,
+}
+
+impl std::str::FromStr for LoadFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "safetensors" => Ok(Self::Safetensors),
+            "dummy" => Ok(Self::Dummy),
+            other => Err(format!(
+                "unknown load format `{other}` (auto, safetensors, dummy)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dtype: DType,
+    pub device: Device,
+    pub format: LoadFormat,
+    /// Seed of the dummy weights, so benchmark runs are repeatable.
+    pub seed: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            format: LoadFormat::Auto,
+            seed: 0,
+        }
+    }
+}
+
+/// Hands out named tensors of an expected shape, from a checkpoint or at random.
+pub(crate) enum WeightSource {
+    Checkpoint(VarBuilder<'static>),
+    Dummy {
+        dtype: DType,
+        device: Device,
+        rng: std::cell::RefCell<rand::rngs::StdRng>,
+    },
+}
+
+impl WeightSource {
+    pub(crate) fn new(weights: &[PathBuf], opts: &LoadOptions) -> Result<Self> {
+        if opts.format == LoadFormat::Dummy {
+            use rand::SeedableRng;
+            return Ok(Self::Dummy {
+                dtype: opts.dtype,
+                device: opts.device.clone(),
+                rng: std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(opts.seed)),
+            });
+        }
+        for w in weights {
+            if !w.is_file() {
+                return Err(ModelError::MissingFile(w.clone()));
+            }
+        }
+        // SAFETY: the shards are mapped read-only; like every mmap loader we rely on nobody
+        // truncating the files while the server runs.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, opts.dtype, &opts.device) }
+            .map_err(|e| ModelError::Weight {
+                name: weights
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self::Checkpoint(vb))
+    }
+
+    pub(crate) fn is_dummy(&self) -> bool {
+        matches!(self, Self::Dummy { .. })
+    }
+
+    /// The tensor `name`, which must have exactly `shape`.
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        match self {
+            Self::Checkpoint(vb) => {
+                if !vb.contains_tensor(name) {
+                    return Err(ModelError::Weight {
+                        name: name.to_string(),
+                        reason: "missing from the checkpoint".into(),
+                    });
+                }
+                vb.get(shape, name).map_err(|e| ModelError::Weight {
+                    name: name.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Self::Dummy { dtype, device, rng } => {
+                use rand::Rng;
+                // Small uniform values keep activations finite through many layers; norms
+                // get ones, as a real checkpoint's are near one.
+                let seed: u64 = rng.borrow_mut().random();
+                let t = if name.ends_with("norm.weight") {
+                    Tensor::ones(shape, *dtype, device)?
+                } else if device.is_cpu() {
+                    // The CPU rng cannot be seeded through candle: draw from ours.
+                    let mut rng = rng.borrow_mut();
+                    let n: usize = shape.iter().product();
+                    let values: Vec<f32> =
+                        (0..n).map(|_| rng.random_range(-0.02f32..0.02)).collect();
+                    Tensor::from_vec(values, shape, device)?.to_dtype(*dtype)?
+                } else {
+                    device.set_seed(seed)?;
+                    Tensor::rand(-0.02f32, 0.02f32, shape, device)?.to_dtype(*dtype)?
+                };
+                Ok(t)
+            }
+        }
+    }
+
+    /// Whether a checkpoint has `name` (dummy weights have everything).
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Checkpoint(vb) => vb.contains_tensor(name),
+            Self::Dummy { .. } => true,
+        }
+    }
+}
