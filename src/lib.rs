@@ -1,0 +1,4 @@
+//! Indus: an on-premise LLM inference serving runtime.
+
+pub mod kv;
+pub mod scheduler;
