@@ -102,7 +102,7 @@ pub struct ModelConfig {
 }
 
 /// Token ids in configs come as a number or a list of numbers.
-pub(crate) fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
+pub fn token_ids_from_json(value: Option<&serde_json::Value>) -> Vec<u32> {
     match value {
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
@@ -197,8 +197,8 @@ impl ModelConfig {
                 .attention_bias
                 .unwrap_or(architecture == Architecture::Qwen2),
             sliding_window,
-            bos_token_id: token_ids(raw.bos_token_id.as_ref()).first().copied(),
-            eos_token_ids: token_ids(raw.eos_token_id.as_ref()),
+            bos_token_id: token_ids_from_json(raw.bos_token_id.as_ref()).first().copied(),
+            eos_token_ids: token_ids_from_json(raw.eos_token_id.as_ref()),
         })
     }
 
