@@ -3,3 +3,4 @@
 pub mod kv;
 pub mod scheduler;
 pub mod tokenizer;
+pub mod engine;

@@ -283,6 +283,10 @@ impl CausalLm {
             Some(r) => fused_add_rms_norm(&x, &r, &self.final_norm, self.eps)?.0,
             None => rms_norm(&x, &self.final_norm, self.eps)?,
         };
+        if step.logits_indices.dim(0)? == 0 {
+            // A step of prefill chunks only: nothing to sample, skip the LM head.
+            return Ok(Tensor::zeros((0, self.config.vocab_size), DType::F32, &self.device)?);
+        }
         let hidden = hidden.index_select(step.logits_indices, 0)?;
         Ok(self.lm_head.forward(&hidden)?.to_dtype(DType::F32)?)
     }

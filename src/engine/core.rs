@@ -1,0 +1,443 @@
+//! The engine loop: take commands, schedule, run the model, sample, detokenize, send.
+
+use super::detokenizer::{IncrementalDetokenizer, StopChecker};
+use super::handle::{Command, EngineError, NewRequest, OutputSender};
+use super::output::{FinishReason, RequestOutput, RequestTimes, StopReason, TokenLogprob};
+use super::request::SamplingParams;
+use super::runner::{execute, StepBatch};
+use super::sampler::{choice_rng, sample, History};
+use super::stats::{EngineStats, StatsUpdate};
+use crate::kv::{KvCacheManager, SeqId};
+use crate::scheduler::{Scheduler, SchedulerConfig, Sequence};
+use crate::tokenizer::Tokenizer;
+use indus_models::{CausalLm, KvCache};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub block_size: usize,
+    pub num_blocks: usize,
+    /// Longest prompt + output a request may have.
+    pub max_model_len: usize,
+    pub scheduler: SchedulerConfig,
+    pub enable_prefix_caching: bool,
+    /// Requests queued but not yet started beyond which submissions are refused (429).
+    pub max_waiting_requests: usize,
+    /// Seed of the RNG that seeds unseeded requests.
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            num_blocks: 1024,
+            max_model_len: 2048,
+            scheduler: SchedulerConfig::default(),
+            enable_prefix_caching: true,
+            max_waiting_requests: usize::MAX,
+            seed: 0,
+        }
+    }
+}
+
+struct RequestState {
+    id: String,
+    params: Arc<SamplingParams>,
+    tx: OutputSender,
+    prompt_len: usize,
+    num_cached_tokens: usize,
+    times: RequestTimes,
+    unfinished: usize,
+    /// Choices 1..n, waiting for choice 0's prompt to be computed so they can share it.
+    pending_forks: Vec<Sequence>,
+    counted_as_waiting: bool,
+}
+
+struct ChoiceState {
+    request: u64,
+    index: usize,
+    rng: ChaCha8Rng,
+    detok: IncrementalDetokenizer,
+    stop: StopChecker,
+    num_generated: usize,
+}
+
+/// The state one engine thread owns.
+pub struct Engine {
+    model: CausalLm,
+    cache: KvCache,
+    tokenizer: Arc<Tokenizer>,
+    kv: KvCacheManager,
+    scheduler: Scheduler,
+    config: EngineConfig,
+    requests: HashMap<u64, RequestState>,
+    choices: HashMap<SeqId, ChoiceState>,
+    next_seq: SeqId,
+    next_arrival: u64,
+    rng: ChaCha8Rng,
+    pub(super) stats: Arc<EngineStats>,
+    pub(super) waiting_count: Arc<AtomicUsize>,
+}
+
+/// One choice's update, gathered during a step and sent after.
+struct Update {
+    seq: SeqId,
+    token: Option<u32>,
+    logprob: Option<TokenLogprob>,
+    text: String,
+    finish: Option<(FinishReason, Option<StopReason>)>,
+}
+
+impl Engine {
+    pub fn new(
+        model: CausalLm,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+    ) -> Result<Self, indus_models::ModelError> {
+        let cache = model.new_kv_cache(config.num_blocks, config.block_size)?;
+        let kv = KvCacheManager::new(config.num_blocks, config.block_size, config.enable_prefix_caching);
+        Ok(Self {
+            model,
+            cache,
+            tokenizer,
+            kv,
+            scheduler: Scheduler::new(config.scheduler.clone()),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            config,
+            requests: HashMap::new(),
+            choices: HashMap::new(),
+            next_seq: 0,
+            next_arrival: 0,
+            stats: Arc::new(EngineStats::default()),
+            waiting_count: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn model(&self) -> &CausalLm {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// Free KV blocks now (for tests of exact accounting).
+    pub fn num_free_blocks(&self) -> usize {
+        self.kv.num_free_blocks()
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.scheduler.has_work() || !self.requests.is_empty()
+    }
+
+    pub(super) fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add(req) => self.add_request(*req),
+            Command::Abort(key) => self.abort_request(key, None),
+        }
+    }
+
+    fn new_seq(&mut self, prompt: Vec<u32>, priority: i32) -> Sequence {
+        let s = Sequence::new(self.next_seq, prompt, priority, self.next_arrival);
+        self.next_seq += 1;
+        s
+    }
+
+    fn add_request(&mut self, new: NewRequest) {
+        let NewRequest { key, request, tx } = new;
+        let params = Arc::new(request.params);
+        let prompt_len = request.prompt_token_ids.len();
+        let first = self.new_seq(request.prompt_token_ids.clone(), request.priority);
+        let mut pending = Vec::new();
+        for index in 0..params.n {
+            let seq = if index == 0 {
+                first.clone()
+            } else {
+                self.new_seq(request.prompt_token_ids.clone(), request.priority)
+            };
+            self.choices.insert(
+                seq.id,
+                ChoiceState {
+                    request: key,
+                    index,
+                    rng: choice_rng(params.seed, index, &mut self.rng),
+                    detok: IncrementalDetokenizer::new(prompt_len, params.skip_special_tokens),
+                    stop: StopChecker::new(params.stop.clone()),
+                    num_generated: 0,
+                },
+            );
+            if index > 0 {
+                pending.push(seq);
+            }
+        }
+        self.next_arrival += 1;
+        self.scheduler.add(first);
+        self.requests.insert(
+            key,
+            RequestState {
+                id: request.id,
+                params: params.clone(),
+                tx,
+                prompt_len,
+                num_cached_tokens: 0,
+                times: RequestTimes {
+                    arrival: request.arrival,
+                    first_scheduled: None,
+                    first_token: None,
+                    finished: None,
+                },
+                unfinished: params.n,
+                pending_forks: pending,
+                counted_as_waiting: true,
+            },
+        );
+    }
+
+    fn seqs_of(&self, key: u64) -> Vec<SeqId> {
+        self.choices
+            .iter()
+            .filter(|(_, c)| c.request == key)
+            .map(|(&s, _)| s)
+            .collect()
+    }
+
+    /// Ends a request early: frees every block it holds; sends `error` if given, else a
+    /// final `abort` update (the client may be gone; then the send just fails).
+    fn abort_request(&mut self, key: u64, error: Option<EngineError>) {
+        let Some(mut req) = self.requests.remove(&key) else {
+            return;
+        };
+        for seq in self.seqs_of(key) {
+            self.scheduler.remove(seq, &mut self.kv);
+            self.choices.remove(&seq);
+        }
+        if req.counted_as_waiting {
+            self.waiting_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        req.times.finished = Some(Instant::now());
+        let msg = match error {
+            Some(e) => Err(e),
+            None => Ok(RequestOutput {
+                request_id: req.id.clone(),
+                index: 0,
+                token_ids: Vec::new(),
+                text: String::new(),
+                logprobs: Vec::new(),
+                finish_reason: Some(FinishReason::Abort),
+                stop_reason: None,
+                num_prompt_tokens: req.prompt_len,
+                num_cached_tokens: req.num_cached_tokens,
+                num_generated_tokens: 0,
+                times: Some(req.times),
+            }),
+        };
+        let _ = req.tx.send(msg);
+    }
+
+    /// Fails every live request (the engine cannot go on).
+    pub(super) fn fail_all(&mut self, message: &str) {
+        let keys: Vec<u64> = self.requests.keys().copied().collect();
+        for key in keys {
+            self.abort_request(key, Some(EngineError::Internal(message.to_string())));
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.stats.publish(StatsUpdate {
+            running: self.scheduler.num_running(),
+            waiting: self.scheduler.num_waiting(),
+            free_blocks: self.kv.num_free_blocks(),
+            total_blocks: self.kv.num_total_blocks(),
+            prefix: self.kv.prefix_cache_stats(),
+            preemptions: self.scheduler.num_preemptions(),
+        });
+    }
+
+    /// One engine step. Returns whether anything ran.
+    pub fn step(&mut self) -> bool {
+        let out = self.scheduler.schedule(&mut self.kv);
+        if out.is_empty() {
+            self.publish_stats();
+            return false;
+        }
+        let now = Instant::now();
+        for s in &out.seqs {
+            let Some(key) = self.choices.get(&s.id).map(|c| c.request) else {
+                continue;
+            };
+            if let Some(req) = self.requests.get_mut(&key)
+                && req.times.first_scheduled.is_none()
+            {
+                req.times.first_scheduled = Some(now);
+                req.num_cached_tokens = s.num_computed;
+                if std::mem::take(&mut req.counted_as_waiting) {
+                    self.waiting_count.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let batch = StepBatch::build(&out, &self.scheduler, &self.kv);
+        let rows = match execute(&self.model, &self.cache, batch) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "forward pass failed; failing the step's requests");
+                let keys: Vec<u64> = out
+                    .seqs
+                    .iter()
+                    .filter_map(|s| self.choices.get(&s.id).map(|c| c.request))
+                    .collect();
+                for key in keys {
+                    self.abort_request(key, Some(EngineError::Internal(e.to_string())));
+                }
+                self.publish_stats();
+                return true;
+            }
+        };
+        self.scheduler.step_done(&out);
+        self.stats.count_step();
+
+        let sampled: Vec<SeqId> = out.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
+        let mut updates = Vec::with_capacity(sampled.len());
+        for (seq, mut row) in sampled.into_iter().zip(rows) {
+            if let Some(u) = self.sample_one(seq, &mut row) {
+                updates.push(u);
+            }
+        }
+        self.fork_pending_choices(&out);
+        self.deliver(updates);
+        self.publish_stats();
+        true
+    }
+
+    fn sample_one(&mut self, seq_id: SeqId, row: &mut [f32]) -> Option<Update> {
+        let choice = self.choices.get_mut(&seq_id)?;
+        let req = self.requests.get_mut(&choice.request)?;
+        let seq = self.scheduler.get(seq_id)?;
+        let params = &req.params;
+        let (token, logprob) = sample(
+            row,
+            params,
+            &History {
+                prompt: &seq.tokens[..seq.num_prompt_tokens],
+                output: &seq.tokens[seq.num_prompt_tokens..],
+            },
+            &mut choice.rng,
+        );
+        if req.times.first_token.is_none() {
+            req.times.first_token = Some(Instant::now());
+        }
+        self.scheduler.append_token(seq_id, token);
+        choice.num_generated += 1;
+        let seq = self.scheduler.get(seq_id)?;
+        let is_stop_token = params.stop_token_ids.contains(&token)
+            || (!params.ignore_eos && self.tokenizer.eos_token_ids().contains(&token));
+        let at_length = choice.num_generated >= params.max_tokens
+            || seq.tokens.len() >= self.config.max_model_len;
+        let mut finish = None;
+        let decoded = if is_stop_token {
+            finish = Some((FinishReason::Stop, Some(StopReason::Token(token))));
+            // The stop token's own text is not part of the output.
+            choice.detok.step(&self.tokenizer, &seq.tokens[..seq.tokens.len() - 1], true)
+        } else {
+            choice.detok.step(&self.tokenizer, &seq.tokens, at_length)
+        };
+        let delta = decoded.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "detokenization failed for one token");
+            String::new()
+        });
+        if let Some(s) = choice.stop.push(&delta) {
+            finish = Some((FinishReason::Stop, Some(StopReason::String(s))));
+        } else if finish.is_none() && at_length {
+            finish = Some((FinishReason::Length, None));
+        }
+        let text = choice.stop.take_sendable(finish.is_some());
+        Some(Update {
+            seq: seq_id,
+            token: Some(token),
+            logprob,
+            text,
+            finish,
+        })
+    }
+
+    /// Once choice 0 of an n > 1 request has its prompt in the cache, the other choices
+    /// start from the same blocks (whole blocks shared; the tail block recomputed by each).
+    fn fork_pending_choices(&mut self, out: &crate::scheduler::SchedulerOutput) {
+        for s in out.seqs.iter().filter(|s| s.samples) {
+            let Some(key) = self.choices.get(&s.id).map(|c| c.request) else {
+                continue;
+            };
+            let Some(req) = self.requests.get_mut(&key) else {
+                continue;
+            };
+            if req.pending_forks.is_empty() {
+                continue;
+            }
+            let bs = self.kv.block_size();
+            let shared = (req.prompt_len.saturating_sub(1) / bs) * bs;
+            for mut child in std::mem::take(&mut req.pending_forks) {
+                self.kv.fork(s.id, child.id, shared);
+                child.num_computed = shared;
+                self.scheduler.add(child);
+            }
+        }
+    }
+
+    fn deliver(&mut self, updates: Vec<Update>) {
+        for u in updates {
+            let Some(choice) = self.choices.get(&u.seq) else {
+                continue;
+            };
+            let key = choice.request;
+            let index = choice.index;
+            let num_generated = choice.num_generated;
+            let Some(req) = self.requests.get_mut(&key) else {
+                continue;
+            };
+            let finished = u.finish.is_some();
+            if finished {
+                req.unfinished -= 1;
+            }
+            let last = finished && req.unfinished == 0;
+            if last {
+                req.times.finished = Some(Instant::now());
+            }
+            let (finish_reason, stop_reason) = match u.finish {
+                Some((f, s)) => (Some(f), s),
+                None => (None, None),
+            };
+            let msg = RequestOutput {
+                request_id: req.id.clone(),
+                index,
+                token_ids: u.token.into_iter().collect(),
+                text: u.text,
+                logprobs: u.logprob.into_iter().collect(),
+                finish_reason,
+                stop_reason,
+                num_prompt_tokens: req.prompt_len,
+                num_cached_tokens: req.num_cached_tokens,
+                num_generated_tokens: num_generated,
+                times: if last { Some(req.times) } else { None },
+            };
+            let client_gone = req.tx.send(Ok(msg)).is_err();
+            if finished {
+                self.scheduler.remove(u.seq, &mut self.kv);
+                self.choices.remove(&u.seq);
+            }
+            if last {
+                self.requests.remove(&key);
+            } else if client_gone {
+                self.abort_request(key, None);
+            }
+        }
+    }
+}
