@@ -1,6 +1,9 @@
 //! Indus: an on-premise LLM inference serving runtime.
 
+pub mod config;
+pub mod embedded;
+pub mod engine;
 pub mod kv;
+pub mod loader;
 pub mod scheduler;
 pub mod tokenizer;
-pub mod engine;

@@ -4,8 +4,8 @@ use super::detokenizer::{IncrementalDetokenizer, StopChecker};
 use super::handle::{Command, EngineError, NewRequest, OutputSender};
 use super::output::{FinishReason, RequestOutput, RequestTimes, StopReason, TokenLogprob};
 use super::request::SamplingParams;
-use super::runner::{execute, StepBatch};
-use super::sampler::{choice_rng, sample, History};
+use super::runner::{StepBatch, execute};
+use super::sampler::{History, choice_rng, sample};
 use super::stats::{EngineStats, StatsUpdate};
 use crate::kv::{KvCacheManager, SeqId};
 use crate::scheduler::{Scheduler, SchedulerConfig, Sequence};
@@ -14,8 +14,8 @@ use indus_models::{CausalLm, KvCache};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -101,7 +101,11 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, indus_models::ModelError> {
         let cache = model.new_kv_cache(config.num_blocks, config.block_size)?;
-        let kv = KvCacheManager::new(config.num_blocks, config.block_size, config.enable_prefix_caching);
+        let kv = KvCacheManager::new(
+            config.num_blocks,
+            config.block_size,
+            config.enable_prefix_caching,
+        );
         Ok(Self {
             model,
             cache,
@@ -305,7 +309,12 @@ impl Engine {
         self.scheduler.step_done(&out);
         self.stats.count_step();
 
-        let sampled: Vec<SeqId> = out.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
+        let sampled: Vec<SeqId> = out
+            .seqs
+            .iter()
+            .filter(|s| s.samples)
+            .map(|s| s.id)
+            .collect();
         let mut updates = Vec::with_capacity(sampled.len());
         for (seq, mut row) in sampled.into_iter().zip(rows) {
             if let Some(u) = self.sample_one(seq, &mut row) {
@@ -346,7 +355,9 @@ impl Engine {
         let decoded = if is_stop_token {
             finish = Some((FinishReason::Stop, Some(StopReason::Token(token))));
             // The stop token's own text is not part of the output.
-            choice.detok.step(&self.tokenizer, &seq.tokens[..seq.tokens.len() - 1], true)
+            choice
+                .detok
+                .step(&self.tokenizer, &seq.tokens[..seq.tokens.len() - 1], true)
         } else {
             choice.detok.step(&self.tokenizer, &seq.tokens, at_length)
         };

@@ -98,7 +98,9 @@ impl StopChecker {
         }
         let search_from = floor_boundary(
             &self.text,
-            self.text.len().saturating_sub(self.max_stop_len.saturating_sub(1)),
+            self.text
+                .len()
+                .saturating_sub(self.max_stop_len.saturating_sub(1)),
         );
         self.text.push_str(delta);
         let window = &self.text[search_from..];

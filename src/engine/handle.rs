@@ -7,8 +7,8 @@ use super::output::{FinishReason, RequestOutput, RequestTimes, StopReason, Token
 use super::request::Request;
 use super::stats::{EngineStats, StatsSnapshot};
 use crate::tokenizer::Tokenizer;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -16,7 +16,10 @@ use tokio::sync::mpsc;
 pub enum EngineError {
     /// The request itself is wrong; `param` names the field (OpenAI's `param`).
     #[error("{message}")]
-    InvalidRequest { param: Option<String>, message: String },
+    InvalidRequest {
+        param: Option<String>,
+        message: String,
+    },
     #[error("{waiting} requests are already waiting; retry later")]
     QueueFull { waiting: usize },
     #[error("the engine is not running")]
@@ -131,7 +134,10 @@ impl EngineHandle {
         {
             return Err(EngineError::invalid(
                 "prompt",
-                format!("token id {bad} is outside the vocabulary (size {})", self.limits.vocab_size),
+                format!(
+                    "token id {bad} is outside the vocabulary (size {})",
+                    self.limits.vocab_size
+                ),
             ));
         }
         let max_len = self.limits.max_model_len;
@@ -256,7 +262,9 @@ impl OutputStream {
             Poll::Ready(None) => {
                 // The engine dropped us without a final update: it died.
                 self.done = true;
-                Poll::Ready(Some(Err(EngineError::Internal("the engine stopped".into()))))
+                Poll::Ready(Some(Err(EngineError::Internal(
+                    "the engine stopped".into(),
+                ))))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -305,7 +313,10 @@ impl OutputStream {
 
 impl futures::Stream for OutputStream {
     type Item = Result<RequestOutput, EngineError>;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
         self.poll_next_item(cx)
     }
 }

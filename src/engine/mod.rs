@@ -1,8 +1,8 @@
 //! The engine: one OS thread owning the model, the KV cache and the scheduler. Requests come
 //! in and outputs go out through channels; nothing else touches its state.
 
-pub mod detokenizer;
 mod core;
+pub mod detokenizer;
 mod handle;
 pub mod output;
 pub mod request;
@@ -11,7 +11,9 @@ pub mod sampler;
 mod stats;
 
 pub use core::{Engine, EngineConfig};
-pub use handle::{CompletedChoice, CompletedRequest, EngineError, EngineHandle, EngineLimits, OutputStream};
+pub use handle::{
+    CompletedChoice, CompletedRequest, EngineError, EngineHandle, EngineLimits, OutputStream,
+};
 pub use output::{FinishReason, RequestOutput, RequestTimes, StopReason, TokenLogprob};
 pub use request::{Request, SamplingParams};
 pub use stats::EngineStats;

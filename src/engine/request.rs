@@ -77,25 +77,55 @@ impl SamplingParams {
             return fail("max_tokens", "max_tokens must be at least 1".into());
         }
         if !(0.0..=2.0).contains(&self.temperature) || self.temperature.is_nan() {
-            return fail("temperature", format!("temperature must be in [0, 2], got {}", self.temperature));
+            return fail(
+                "temperature",
+                format!("temperature must be in [0, 2], got {}", self.temperature),
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return fail("top_p", format!("top_p must be in (0, 1], got {}", self.top_p));
+            return fail(
+                "top_p",
+                format!("top_p must be in (0, 1], got {}", self.top_p),
+            );
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return fail("min_p", format!("min_p must be in [0, 1], got {}", self.min_p));
+            return fail(
+                "min_p",
+                format!("min_p must be in [0, 1], got {}", self.min_p),
+            );
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 2.0) {
-            return fail("repetition_penalty", format!("repetition_penalty must be in (0, 2], got {}", self.repetition_penalty));
+            return fail(
+                "repetition_penalty",
+                format!(
+                    "repetition_penalty must be in (0, 2], got {}",
+                    self.repetition_penalty
+                ),
+            );
         }
         if !(-2.0..=2.0).contains(&self.presence_penalty) {
-            return fail("presence_penalty", format!("presence_penalty must be in [-2, 2], got {}", self.presence_penalty));
+            return fail(
+                "presence_penalty",
+                format!(
+                    "presence_penalty must be in [-2, 2], got {}",
+                    self.presence_penalty
+                ),
+            );
         }
         if !(-2.0..=2.0).contains(&self.frequency_penalty) {
-            return fail("frequency_penalty", format!("frequency_penalty must be in [-2, 2], got {}", self.frequency_penalty));
+            return fail(
+                "frequency_penalty",
+                format!(
+                    "frequency_penalty must be in [-2, 2], got {}",
+                    self.frequency_penalty
+                ),
+            );
         }
         if self.logprobs.is_some_and(|k| k > MAX_LOGPROBS) {
-            return fail("logprobs", format!("at most {MAX_LOGPROBS} logprobs may be requested"));
+            return fail(
+                "logprobs",
+                format!("at most {MAX_LOGPROBS} logprobs may be requested"),
+            );
         }
         if self.stop.iter().any(String::is_empty) {
             return fail("stop", "stop strings must not be empty".into());

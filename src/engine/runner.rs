@@ -4,8 +4,8 @@
 use crate::kv::KvCacheManager;
 use crate::scheduler::{Scheduler, SchedulerOutput};
 use candle_core::Tensor;
-use indus_kernels::metadata::HostAttentionMetadata;
 use indus_kernels::AttentionMetadata;
+use indus_kernels::metadata::HostAttentionMetadata;
 use indus_models::{CausalLm, KvCache, StepInput};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,7 @@ impl StepBatch {
                 .block_tables
                 .extend(std::iter::repeat_n(0, max_blocks - used));
             b.attention.context_lens.push(ctx as u32);
-            b.attention
-                .query_start_loc
-                .push(b.input_ids.len() as u32);
+            b.attention.query_start_loc.push(b.input_ids.len() as u32);
             if s.samples {
                 b.logits_indices.push(b.input_ids.len() as u32 - 1);
             }
@@ -67,7 +65,11 @@ impl StepBatch {
 }
 
 /// Runs a step on the model; returns f32 logits `[num_sampled, vocab]` as host rows.
-pub fn execute(model: &CausalLm, cache: &KvCache, batch: StepBatch) -> Result<Vec<Vec<f32>>, RunnerError> {
+pub fn execute(
+    model: &CausalLm,
+    cache: &KvCache,
+    batch: StepBatch,
+) -> Result<Vec<Vec<f32>>, RunnerError> {
     let device = model.device();
     let input_ids = Tensor::new(batch.input_ids.as_slice(), device)?;
     let positions = Tensor::new(batch.positions.as_slice(), device)?;

@@ -11,7 +11,9 @@ use rand_chacha::ChaCha8Rng;
 pub fn choice_rng(seed: Option<u64>, choice: usize, fallback: &mut impl Rng) -> ChaCha8Rng {
     use rand::SeedableRng;
     match seed {
-        Some(s) => ChaCha8Rng::seed_from_u64(s ^ (choice as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        Some(s) => {
+            ChaCha8Rng::seed_from_u64(s ^ (choice as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        }
         None => ChaCha8Rng::seed_from_u64(fallback.random()),
     }
 }
@@ -69,11 +71,7 @@ pub fn top_k_of(xs: &[f32], k: usize) -> Vec<(u32, f32)> {
         return Vec::new();
     }
     let mut idx: Vec<u32> = (0..xs.len() as u32).collect();
-    let cmp = |a: &u32, b: &u32| {
-        xs[*b as usize]
-            .total_cmp(&xs[*a as usize])
-            .then(a.cmp(b))
-    };
+    let cmp = |a: &u32, b: &u32| xs[*b as usize].total_cmp(&xs[*a as usize]).then(a.cmp(b));
     if k < idx.len() {
         idx.select_nth_unstable_by(k - 1, cmp);
         idx.truncate(k);
@@ -130,7 +128,11 @@ fn sample_random(logits: &mut [f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -
     let mut cands: Vec<(u32, f32)> = if p.top_k > 0 && p.top_k < logits.len() {
         top_k_of(logits, p.top_k)
     } else {
-        logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect()
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect()
     };
     let max = cands.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0f32;
@@ -198,12 +200,19 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy_and_seed_is_reproducible() {
-        let base: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
+        let base: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+            .collect();
         let p = SamplingParams {
             top_k: 1,
             ..Default::default()
         };
-        let (t, _) = sample(&mut base.clone(), &p, &no_history(), &mut ChaCha8Rng::seed_from_u64(1));
+        let (t, _) = sample(
+            &mut base.clone(),
+            &p,
+            &no_history(),
+            &mut ChaCha8Rng::seed_from_u64(1),
+        );
         assert_eq!(t, argmax(&base));
         let p = SamplingParams {
             temperature: 1.0,
@@ -231,7 +240,10 @@ mod tests {
             prompt: &[],
             output: &[0],
         };
-        assert_eq!(sample(&mut l, &p, &h, &mut ChaCha8Rng::seed_from_u64(0)).0, 1);
+        assert_eq!(
+            sample(&mut l, &p, &h, &mut ChaCha8Rng::seed_from_u64(0)).0,
+            1
+        );
         let mut l = vec![1.0, 0.9];
         let p = SamplingParams {
             repetition_penalty: 1.2,
@@ -241,7 +253,10 @@ mod tests {
             prompt: &[0],
             output: &[],
         };
-        assert_eq!(sample(&mut l, &p, &h, &mut ChaCha8Rng::seed_from_u64(0)).0, 1);
+        assert_eq!(
+            sample(&mut l, &p, &h, &mut ChaCha8Rng::seed_from_u64(0)).0,
+            1
+        );
     }
 
     #[test]

@@ -162,7 +162,9 @@ impl BlockPool {
         }
         for (&h, &id) in &self.cached {
             if self.blocks[id as usize].hash != Some(h) {
-                return Err(format!("cache maps a hash to block {id} which holds another"));
+                return Err(format!(
+                    "cache maps a hash to block {id} which holds another"
+                ));
             }
         }
         Ok(())

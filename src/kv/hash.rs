@@ -24,6 +24,9 @@ mod tests {
         let a = hash_block_tokens(None, &[1, 2, 3]);
         assert_eq!(a, hash_block_tokens(None, &[1, 2, 3]));
         assert_ne!(a, hash_block_tokens(None, &[1, 2, 4]));
-        assert_ne!(hash_block_tokens(Some(a), &[5]), hash_block_tokens(Some(a + 1), &[5]));
+        assert_ne!(
+            hash_block_tokens(Some(a), &[5]),
+            hash_block_tokens(Some(a + 1), &[5])
+        );
     }
 }

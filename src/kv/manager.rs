@@ -3,7 +3,7 @@
 //! here.
 
 use super::block_pool::{BlockId, BlockPool};
-use super::hash::{hash_block_tokens, BlockHash};
+use super::hash::{BlockHash, hash_block_tokens};
 use std::collections::HashMap;
 
 pub type SeqId = u64;
@@ -81,7 +81,10 @@ impl KvCacheManager {
     }
 
     pub fn block_table(&self, seq: SeqId) -> &[BlockId] {
-        self.tables.get(&seq).map(|t| t.blocks.as_slice()).unwrap_or(&[])
+        self.tables
+            .get(&seq)
+            .map(|t| t.blocks.as_slice())
+            .unwrap_or(&[])
     }
 
     pub fn has_blocks(&self, seq: SeqId) -> bool {
@@ -142,10 +145,7 @@ impl KvCacheManager {
             table.blocks.push(b);
         }
         for _ in 0..need {
-            let b = self
-                .pool
-                .allocate()
-                .expect("free count checked above");
+            let b = self.pool.allocate().expect("free count checked above");
             table.blocks.push(b);
         }
         if self.prefix_caching {
@@ -247,7 +247,10 @@ mod tests {
     fn allocation_is_all_or_nothing() {
         let mut kv = KvCacheManager::new(2, 4, false);
         let t: Vec<u32> = (0..12).collect();
-        assert_eq!(kv.allocate(1, &t, 0, 12, &[]), Err(AllocationError::OutOfBlocks));
+        assert_eq!(
+            kv.allocate(1, &t, 0, 12, &[]),
+            Err(AllocationError::OutOfBlocks)
+        );
         assert_eq!(kv.num_free_blocks(), 2);
         assert!(!kv.has_blocks(1));
     }

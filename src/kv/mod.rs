@@ -16,5 +16,5 @@ mod hash;
 mod manager;
 
 pub use block_pool::{BlockId, BlockPool};
-pub use hash::{hash_block_tokens, BlockHash};
+pub use hash::{BlockHash, hash_block_tokens};
 pub use manager::{AllocationError, KvCacheManager, SeqId};

@@ -145,7 +145,10 @@ impl Scheduler {
             let num_new = (seq.tokens.len() - seq.num_computed).min(budget);
             let scheduled = loop {
                 let seq = &self.seqs[&id];
-                if kv.allocate(id, &seq.tokens, seq.num_computed, num_new, &[]).is_ok() {
+                if kv
+                    .allocate(id, &seq.tokens, seq.num_computed, num_new, &[])
+                    .is_ok()
+                {
                     break true;
                 }
                 let victim = *self.running.last().expect("running is not empty");

@@ -1,7 +1,12 @@
 use super::*;
 
 fn seq(id: SeqId, len: usize, arrival: u64) -> Sequence {
-    Sequence::new(id, (0..len as u32).map(|t| t + 100 * id as u32).collect(), 0, arrival)
+    Sequence::new(
+        id,
+        (0..len as u32).map(|t| t + 100 * id as u32).collect(),
+        0,
+        arrival,
+    )
 }
 
 /// Drives the scheduler as the engine would: after each step every sampling sequence gets
@@ -40,9 +45,20 @@ fn decodes_come_before_new_prefills() {
     s.append_token(1, 5);
     s.add(seq(2, 20, 1));
     let out = s.schedule(&mut kv);
-    assert_eq!(out.seqs[0], ScheduledSeq { id: 1, num_computed: 6, num_new: 1, samples: true });
+    assert_eq!(
+        out.seqs[0],
+        ScheduledSeq {
+            id: 1,
+            num_computed: 6,
+            num_new: 1,
+            samples: true
+        }
+    );
     assert_eq!(out.seqs[1].id, 2);
-    assert_eq!(out.seqs[1].num_new, 7, "prefill chunk fills the remaining budget");
+    assert_eq!(
+        out.seqs[1].num_new, 7,
+        "prefill chunk fills the remaining budget"
+    );
     assert!(!out.seqs[1].samples);
 }
 

@@ -42,7 +42,10 @@ pub(super) fn from_config(cfg: &serde_json::Value) -> Option<String> {
 }
 
 fn raise_exception(msg: String) -> std::result::Result<String, minijinja::Error> {
-    Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    Err(minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        msg,
+    ))
 }
 
 impl ChatTemplate {

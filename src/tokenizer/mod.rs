@@ -64,24 +64,25 @@ impl Tokenizer {
         model_eos: &[u32],
         template_override: Option<String>,
     ) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
-            TokenizerError::Load {
+        let inner =
+            tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| TokenizerError::Load {
                 path: tokenizer_json.display().to_string(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let cfg = match tokenizer_config {
             Some(p) => read_json(p)?,
             None => serde_json::Value::Null,
         };
-        let with_id = |text: Option<String>| {
-            text.and_then(|t| inner.token_to_id(&t).map(|id| (t, id)))
-        };
+        let with_id =
+            |text: Option<String>| text.and_then(|t| inner.token_to_id(&t).map(|id| (t, id)));
         let bos = with_id(token_text(cfg.get("bos_token")));
         let eos = with_id(token_text(cfg.get("eos_token")));
         let post_processor_adds_bos = inner
             .encode("a", true)
-            .map(|e| bos.as_ref().is_some_and(|(_, id)| e.get_ids().first() == Some(id)))
+            .map(|e| {
+                bos.as_ref()
+                    .is_some_and(|(_, id)| e.get_ids().first() == Some(id))
+            })
             .unwrap_or(false);
         let add_bos = cfg
             .get("add_bos_token")

@@ -16,8 +16,15 @@ fn fixture() -> Tokenizer {
 #[test]
 fn adds_bos_like_transformers() {
     let t = fixture();
-    let ids = t.encode("The quick brown fox jumps over the lazy dog.", true).unwrap();
-    assert_eq!(ids, [1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889]);
+    let ids = t
+        .encode("The quick brown fox jumps over the lazy dog.", true)
+        .unwrap();
+    assert_eq!(
+        ids,
+        [
+            1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889
+        ]
+    );
     assert_eq!(t.encode("The", false).unwrap(), [450]);
     assert_eq!(t.eos_token_ids(), [2]);
 }
@@ -25,7 +32,11 @@ fn adds_bos_like_transformers() {
 #[test]
 fn round_trips_multibyte_text() {
     let t = fixture();
-    for text in ["پاکستان ایک خوبصورت ملک ہے", "你好，世界 🌍🚀", "naïve café"] {
+    for text in [
+        "پاکستان ایک خوبصورت ملک ہے",
+        "你好，世界 🌍🚀",
+        "naïve café",
+    ] {
         let ids = t.encode(text, false).unwrap();
         assert_eq!(t.decode(&ids, true).unwrap(), text);
     }
@@ -36,12 +47,18 @@ fn renders_llama2_chat_template() {
     let t = fixture();
     let text = t
         .apply_chat_template(
-            &[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", " Hi ")],
+            &[
+                ChatMessage::new("system", "Be brief."),
+                ChatMessage::new("user", " Hi "),
+            ],
             true,
         )
         .unwrap();
     // As in Python: strip() applies to system + content as a whole.
-    assert_eq!(text, "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi [/INST]");
+    assert_eq!(
+        text,
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n Hi [/INST]"
+    );
     let err = t
         .apply_chat_template(&[ChatMessage::new("assistant", "x")], true)
         .unwrap_err();

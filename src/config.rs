@@ -1,0 +1,103 @@
+//! Command-line configuration: one struct per concern, each flag one field, each readable
+//! from an `INDUS_*` environment variable (what a Helm chart sets).
+
+use clap::Args;
+
+/// Which model to load and how.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Local model directory or Hugging Face hub id; the embedded tiny test model if omitted.
+    #[arg(env = "INDUS_MODEL")]
+    pub model: Option<String>,
+    /// Hub revision (branch, tag or commit).
+    #[arg(long, env = "INDUS_REVISION")]
+    pub revision: Option<String>,
+    /// auto (bf16 on GPU, f32 on CPU), f32, bf16, f16.
+    #[arg(long, default_value = "auto", env = "INDUS_DTYPE")]
+    pub dtype: String,
+    /// auto|safetensors|dummy (random weights of the config's shapes, for benchmarks).
+    #[arg(long, default_value = "auto", env = "INDUS_LOAD_FORMAT")]
+    pub load_format: String,
+    /// Jinja chat template file overriding the model's.
+    #[arg(long, env = "INDUS_CHAT_TEMPLATE")]
+    pub chat_template: Option<std::path::PathBuf>,
+    /// cpu, or cuda / cuda:N.
+    #[arg(long, default_value = "cpu", env = "INDUS_DEVICE")]
+    pub device: String,
+    /// Seed for dummy weights and for requests that give no seed.
+    #[arg(long, default_value_t = 0, env = "INDUS_SEED")]
+    pub seed: u64,
+}
+
+/// The paged KV cache.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16, env = "INDUS_BLOCK_SIZE")]
+    pub block_size: usize,
+    /// KV-cache budget, e.g. 512MiB or 8GiB (on CPU; default 512MiB, capped at what
+    /// max-num-seqs full-length sequences need).
+    #[arg(long, env = "INDUS_KV_CACHE_MEMORY")]
+    pub kv_cache_memory: Option<String>,
+    /// Exact number of KV blocks (overrides the memory budget; for tests and tuning).
+    #[arg(long, env = "INDUS_NUM_KV_BLOCKS")]
+    pub num_kv_blocks: Option<usize>,
+    /// Fraction of GPU memory for weights + KV cache (GPU only).
+    #[arg(long, default_value_t = 0.9, env = "INDUS_GPU_MEMORY_UTILIZATION")]
+    pub gpu_memory_utilization: f64,
+    /// Disable reuse of cached prefix blocks.
+    #[arg(long, env = "INDUS_NO_ENABLE_PREFIX_CACHING")]
+    pub no_enable_prefix_caching: bool,
+}
+
+/// Continuous batching.
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerArgs {
+    /// Longest prompt + completion (default: the model's context).
+    #[arg(long, env = "INDUS_MAX_MODEL_LEN")]
+    pub max_model_len: Option<usize>,
+    /// Most sequences in one step.
+    #[arg(long, default_value_t = 256, env = "INDUS_MAX_NUM_SEQS")]
+    pub max_num_seqs: usize,
+    /// Token budget of one step (prefill chunks + decodes).
+    #[arg(long, default_value_t = 2048, env = "INDUS_MAX_NUM_BATCHED_TOKENS")]
+    pub max_num_batched_tokens: usize,
+    /// Prefill each prompt in one step (needs max-num-batched-tokens >= max-model-len).
+    #[arg(long, env = "INDUS_NO_ENABLE_CHUNKED_PREFILL")]
+    pub no_enable_chunked_prefill: bool,
+    /// Requests waiting to start beyond which new ones get 429.
+    #[arg(long, env = "INDUS_MAX_WAITING_REQUESTS")]
+    pub max_waiting_requests: Option<usize>,
+}
+
+/// Parses sizes like `512MiB`, `8GiB`, `1.5GB`, `1048576`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit `{other}`")),
+    };
+    Ok((num * mult) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(super::parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(super::parse_bytes("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(super::parse_bytes("4096"), Ok(4096));
+        assert!(super::parse_bytes("12XB").is_err());
+    }
+}

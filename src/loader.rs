@@ -1,0 +1,200 @@
+//! From configuration to a running engine: resolve the model, load weights and tokenizer,
+//! size the KV cache, start the engine thread.
+
+use crate::config::{CacheArgs, ModelArgs, SchedulerArgs, parse_bytes};
+use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::scheduler::SchedulerConfig;
+use crate::tokenizer::Tokenizer;
+use candle_core::{DType, Device};
+use indus_models::{CausalLm, LoadFormat, LoadOptions, ModelConfig, ModelFiles, ModelSource};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Model(#[from] indus_models::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error("invalid setting: {0}")]
+    Config(String),
+    #[error("device: {0}")]
+    Device(#[from] candle_core::Error),
+    #[error("cannot prepare the embedded model: {0}")]
+    Embedded(std::io::Error),
+    #[error("cannot start the engine thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A loaded model with everything the engine and the API need to know about it.
+pub struct LoadedModel {
+    pub files: ModelFiles,
+    pub model: CausalLm,
+    pub tokenizer: Arc<Tokenizer>,
+    /// Name shown by /v1/models unless --served-model-name is set.
+    pub name: String,
+}
+
+pub fn parse_device(s: &str) -> Result<Device, LoadError> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(0)?),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Ok(Device::new_cuda(n)?),
+            None => Err(LoadError::Config(format!(
+                "unknown device `{other}` (cpu, cuda, cuda:N)"
+            ))),
+        },
+    }
+}
+
+pub fn parse_dtype(s: &str, device: &Device) -> Result<DType, LoadError> {
+    Ok(match s {
+        "auto" if device.is_cpu() => DType::F32,
+        "auto" | "bf16" | "bfloat16" => DType::BF16,
+        "f16" | "float16" | "half" => DType::F16,
+        "f32" | "float32" | "float" => DType::F32,
+        other => {
+            return Err(LoadError::Config(format!(
+                "unknown dtype `{other}` (auto, f32, bf16, f16)"
+            )));
+        }
+    })
+}
+
+/// Loads the model named by `args` (the embedded one when none is named).
+pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype, &device)?;
+    let format: LoadFormat = args.load_format.parse().map_err(LoadError::Config)?;
+    let (source, name) = match &args.model {
+        Some(m) => (ModelSource::parse(m, args.revision.as_deref()), m.clone()),
+        None => (
+            ModelSource::Local(crate::embedded::materialize().map_err(LoadError::Embedded)?),
+            crate::embedded::NAME.to_string(),
+        ),
+    };
+    let files = ModelFiles::resolve(&source, format != LoadFormat::Dummy)?;
+    let config = ModelConfig::from_file(&files.config)?;
+    let template = match &args.chat_template {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+            LoadError::Config(format!("cannot read chat template {}: {e}", p.display()))
+        })?),
+        None => None,
+    };
+    let tokenizer = Tokenizer::from_files(
+        &files.tokenizer,
+        files.tokenizer_config.as_deref(),
+        files.generation_config.as_deref(),
+        &config.eos_token_ids,
+        template,
+    )?;
+    let started = std::time::Instant::now();
+    let model = CausalLm::load_with_config(
+        config,
+        &files.weights,
+        &LoadOptions {
+            dtype,
+            device,
+            format,
+            seed: args.seed,
+        },
+    )?;
+    tracing::info!(
+        model = %name,
+        dtype = ?dtype,
+        params = model.config().num_parameters(),
+        secs = started.elapsed().as_secs_f32(),
+        "model loaded"
+    );
+    Ok(LoadedModel {
+        files,
+        model,
+        tokenizer: Arc::new(tokenizer),
+        name,
+    })
+}
+
+/// The engine configuration for a loaded model and the cache/scheduler flags.
+pub fn engine_config(
+    model: &CausalLm,
+    cache: &CacheArgs,
+    sched: &SchedulerArgs,
+    seed: u64,
+) -> Result<EngineConfig, LoadError> {
+    let cfg = model.config();
+    let model_max = cfg.max_context();
+    let max_model_len = sched.max_model_len.unwrap_or(model_max);
+    if max_model_len > model_max {
+        return Err(LoadError::Config(format!(
+            "--max-model-len {max_model_len} exceeds the model's context of {model_max}"
+        )));
+    }
+    if cache.block_size == 0 || cache.block_size > 256 {
+        return Err(LoadError::Config("--block-size must be in 1..=256".into()));
+    }
+    if sched.no_enable_chunked_prefill && sched.max_num_batched_tokens < max_model_len {
+        return Err(LoadError::Config(format!(
+            "without chunked prefill, --max-num-batched-tokens ({}) must be at least --max-model-len ({max_model_len})",
+            sched.max_num_batched_tokens
+        )));
+    }
+    let block_bytes = indus_models::KvCache::block_bytes(cfg, cache.block_size, model.dtype());
+    let needed_blocks = max_model_len.div_ceil(cache.block_size) * sched.max_num_seqs.max(1);
+    let num_blocks = match cache.num_kv_blocks {
+        Some(n) => n,
+        None => {
+            let budget = match &cache.kv_cache_memory {
+                Some(s) => parse_bytes(s).map_err(LoadError::Config)?,
+                None => 512 << 20,
+            };
+            (budget / block_bytes).min(needed_blocks)
+        }
+    };
+    let min_blocks = max_model_len.div_ceil(cache.block_size);
+    if num_blocks < min_blocks {
+        return Err(LoadError::Config(format!(
+            "the KV cache ({num_blocks} blocks of {} tokens) cannot hold one {max_model_len}-token sequence; raise --kv-cache-memory or lower --max-model-len",
+            cache.block_size
+        )));
+    }
+    Ok(EngineConfig {
+        block_size: cache.block_size,
+        num_blocks,
+        max_model_len,
+        scheduler: SchedulerConfig {
+            max_num_batched_tokens: sched.max_num_batched_tokens,
+            max_num_seqs: sched.max_num_seqs,
+            enable_chunked_prefill: !sched.no_enable_chunked_prefill,
+        },
+        enable_prefix_caching: !cache.no_enable_prefix_caching,
+        max_waiting_requests: sched.max_waiting_requests.unwrap_or(usize::MAX),
+        seed,
+    })
+}
+
+/// Loads and starts: the common path of `serve`, `generate` and `bench`.
+pub fn start_engine(
+    model_args: &ModelArgs,
+    cache: &CacheArgs,
+    sched: &SchedulerArgs,
+) -> Result<(EngineHandle, String, ModelFiles), LoadError> {
+    let loaded = load_model(model_args)?;
+    let config = engine_config(&loaded.model, cache, sched, model_args.seed)?;
+    tracing::info!(
+        kv_blocks = config.num_blocks,
+        block_size = config.block_size,
+        max_model_len = config.max_model_len,
+        "KV cache sized"
+    );
+    let engine = Engine::new(loaded.model, loaded.tokenizer, config)?;
+    let handle = EngineHandle::spawn(engine).map_err(LoadError::Spawn)?;
+    Ok((handle, loaded.name, loaded.files))
+}
+
+/// The fixture directory of the repository (tests and examples).
+pub fn repo_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
