@@ -197,7 +197,9 @@ impl ModelConfig {
                 .attention_bias
                 .unwrap_or(architecture == Architecture::Qwen2),
             sliding_window,
-            bos_token_id: token_ids_from_json(raw.bos_token_id.as_ref()).first().copied(),
+            bos_token_id: token_ids_from_json(raw.bos_token_id.as_ref())
+                .first()
+                .copied(),
             eos_token_ids: token_ids_from_json(raw.eos_token_id.as_ref()),
         })
     }

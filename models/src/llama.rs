@@ -285,7 +285,11 @@ impl CausalLm {
         };
         if step.logits_indices.dim(0)? == 0 {
             // A step of prefill chunks only: nothing to sample, skip the LM head.
-            return Ok(Tensor::zeros((0, self.config.vocab_size), DType::F32, &self.device)?);
+            return Ok(Tensor::zeros(
+                (0, self.config.vocab_size),
+                DType::F32,
+                &self.device,
+            )?);
         }
         let hidden = hidden.index_select(step.logits_indices, 0)?;
         Ok(self.lm_head.forward(&hidden)?.to_dtype(DType::F32)?)
