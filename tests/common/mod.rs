@@ -1,0 +1,97 @@
+//! Helpers shared by the engine integration tests: fixture models and engines built on them.
+#![allow(dead_code)]
+
+use candle_core::{DType, Device};
+use indus::engine::{Engine, EngineConfig, EngineHandle, Request, SamplingParams};
+use indus::tokenizer::Tokenizer;
+use indus_models::{CausalLm, LoadFormat, LoadOptions, ModelFiles};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const FIXTURES: [&str; 3] = ["tiny-llama", "tiny-llama3", "tiny-qwen2"];
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn load(name: &str) -> (CausalLm, Arc<Tokenizer>) {
+    let files = ModelFiles::from_dir(&fixture_dir(name), true).expect("fixture files");
+    let model = CausalLm::load(
+        &files,
+        &LoadOptions {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            format: LoadFormat::Auto,
+            seed: 0,
+        },
+    )
+    .expect("fixture loads");
+    let tokenizer = Tokenizer::from_files(
+        &files.tokenizer,
+        files.tokenizer_config.as_deref(),
+        files.generation_config.as_deref(),
+        &model.config().eos_token_ids,
+        None,
+    )
+    .expect("tokenizer loads");
+    (model, Arc::new(tokenizer))
+}
+
+pub fn engine(name: &str, config: EngineConfig) -> EngineHandle {
+    let (model, tokenizer) = load(name);
+    EngineHandle::spawn(Engine::new(model, tokenizer, config).expect("engine")).expect("spawn")
+}
+
+/// Deterministic pseudo-random prompts (token ids 3..32000) of the given lengths.
+pub fn prompts(lengths: &[usize], seed: u64) -> Vec<Vec<u32>> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    lengths
+        .iter()
+        .map(|&n| {
+            (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    3 + ((state >> 33) % 31_997) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn greedy(max_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        max_tokens,
+        ignore_eos: true,
+        ..SamplingParams::greedy()
+    }
+}
+
+/// Runs one request to completion and returns choice 0's tokens.
+pub fn run_alone(handle: &EngineHandle, prompt: &[u32], params: SamplingParams) -> Vec<u32> {
+    handle
+        .submit(Request::new("alone", prompt.to_vec(), params))
+        .expect("submit")
+        .blocking_collect()
+        .expect("completes")
+        .choices[0]
+        .token_ids
+        .clone()
+}
+
+/// Waits until the engine reports every KV block free (stats are published after each step).
+pub fn assert_all_blocks_free(handle: &EngineHandle) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = handle.stats();
+        if s.total_blocks > 0 && s.free_blocks == s.total_blocks && s.running == 0 && s.waiting == 0 {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("KV blocks not all returned: {s:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
