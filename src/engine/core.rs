@@ -256,7 +256,7 @@ impl Engine {
         }
     }
 
-    fn publish_stats(&self) {
+    pub(super) fn publish_stats(&self) {
         self.stats.publish(StatsUpdate {
             running: self.scheduler.num_running(),
             waiting: self.scheduler.num_waiting(),

@@ -82,6 +82,7 @@ impl EngineHandle {
         let stats = engine.stats.clone();
         let waiting = engine.waiting_count.clone();
         let tokenizer = engine.tokenizer().clone();
+        engine.publish_stats();
         stats.set_alive(true);
         let thread = std::thread::Builder::new()
             .name("indus-engine".into())
