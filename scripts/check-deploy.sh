@@ -14,7 +14,7 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
-TOOLS_DIR="${INDUS_TOOLS_DIR:-$HOME/.cache/indus-tools}"
+TOOLS_DIR="${INDUS_TOOLS_DIR:-${HOME:-/tmp}/.cache/indus-tools}"
 PYTHON="${PYTHON:-python3}"
 
 HELM_SDK_VERSION=0.2.2          # bundles Helm SDK v4.2.3
@@ -87,8 +87,13 @@ fi
 
 if [ -f "$PYDEPS_DIR/.complete" ]; then
     echo "== helm lint / helm template / schema validation (helm/indus)"
-    OUT_DIR="${INDUS_DEPLOY_OUT:-$(mktemp -d)}"
-    mkdir -p "$OUT_DIR"
+    if [ -n "${INDUS_DEPLOY_OUT:-}" ]; then
+        OUT_DIR="$INDUS_DEPLOY_OUT"
+        mkdir -p "$OUT_DIR"
+    else
+        OUT_DIR="$(mktemp -d)"
+        trap 'rm -rf "$OUT_DIR"' EXIT
+    fi
     chart_out="$(PYTHONPATH="$PYDEPS_DIR" "$PYTHON" - "$ROOT" "$OUT_DIR" <<'PY' 2>&1
 import copy
 import functools
@@ -612,7 +617,7 @@ PY
     passed=$((passed + ${c_pass:-0}))
     failed=$((failed + ${c_fail:-0}))
     if [ "${c_fail:-0}" -gt 0 ]; then failures+=("$c_fail chart check(s), see FAILED lines above"); fi
-    echo "  rendered manifests: $OUT_DIR"
+    if [ -n "${INDUS_DEPLOY_OUT:-}" ]; then echo "  rendered manifests: $OUT_DIR"; fi
 else
     fail "chart checks (tools missing)"
 fi
