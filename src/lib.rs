@@ -6,4 +6,5 @@ pub mod engine;
 pub mod kv;
 pub mod loader;
 pub mod scheduler;
+pub mod server;
 pub mod tokenizer;

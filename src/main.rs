@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible HTTP API (the embedded tiny model if no MODEL is given).
+    Serve(Box<indus::server::ServeArgs>),
     /// Generate a completion for one prompt and print it (a quick check of a model).
     Generate(GenerateArgs),
     /// Download a model from the Hugging Face hub into HF_HOME.
@@ -72,7 +74,8 @@ fn init_logging(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         builder.json().init();
     } else {
@@ -120,6 +123,13 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn serve(args: indus::server::ServeArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(indus::server::serve(args))
+}
+
 fn download(args: DownloadArgs) -> anyhow::Result<()> {
     let source = indus_models::ModelSource::Hub {
         repo_id: args.model.clone(),
@@ -141,6 +151,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match cli.command {
+        Command::Serve(a) => serve(*a),
         Command::Generate(a) => generate(a),
         Command::Download(a) => download(a),
     }

@@ -1,0 +1,268 @@
+//! API keys: `Authorization: Bearer <key>`, compared in constant time. Keys may carry a name
+//! (for metrics and the audit log) and a list of models they may use. A key is never logged.
+
+use super::error::ApiError;
+use super::state::AppState;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The name used in metrics and the audit log when the API is open.
+pub const ANONYMOUS: &str = "anonymous";
+
+pub struct ApiKey {
+    pub name: Arc<str>,
+    key: Vec<u8>,
+    /// Models this key may use; `None` means all.
+    pub models: Option<Arc<[String]>>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("models", &self.models)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Auth {
+    keys: Vec<ApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeysFile {
+    #[serde(default)]
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+struct KeyEntry {
+    name: String,
+    key: String,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("cannot read keys file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("keys file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("API keys: {0}")]
+    Invalid(String),
+}
+
+/// Who is calling: put into each authenticated request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_name: Arc<str>,
+    pub models: Option<Arc<[String]>>,
+    pub client_addr: Option<SocketAddr>,
+}
+
+impl Caller {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
+    }
+}
+
+impl Auth {
+    /// Keys from `--api-key` (named `key-1`, `key-2`, … in the order given) and the keys file.
+    pub fn new(plain: &[String], file: Option<&Path>) -> Result<Self, KeysError> {
+        let mut keys = Vec::new();
+        for (i, k) in plain.iter().map(|k| k.trim()).enumerate() {
+            if k.is_empty() {
+                continue;
+            }
+            keys.push(ApiKey {
+                name: format!("key-{}", i + 1).into(),
+                key: k.as_bytes().to_vec(),
+                models: None,
+            });
+        }
+        if let Some(path) = file {
+            for e in read_keys_file(path)? {
+                if e.key.trim().is_empty() {
+                    return Err(KeysError::Invalid(format!("key `{}` is empty", e.name)));
+                }
+                keys.push(ApiKey {
+                    name: e.name.into(),
+                    key: e.key.trim().as_bytes().to_vec(),
+                    models: e.models.map(Into::into),
+                });
+            }
+        }
+        for (i, a) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|b| bool::from(a.key.ct_eq(&b.key))) {
+                return Err(KeysError::Invalid(format!(
+                    "key `{}` duplicates another key",
+                    a.name
+                )));
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key equal to `presented`. Every key is compared, each in constant time.
+    pub fn check(&self, presented: &[u8]) -> Option<&ApiKey> {
+        let mut found = None;
+        for k in &self.keys {
+            let eq: bool = k.key.ct_eq(presented).into();
+            if eq && found.is_none() {
+                found = Some(k);
+            }
+        }
+        found
+    }
+}
+
+fn read_keys_file(path: &Path) -> Result<Vec<KeyEntry>, KeysError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| KeysError::Read {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    let is_json =
+        path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+    let parsed: KeysFile = if is_json {
+        serde_json::from_str(&text).map_err(|e| KeysError::Parse {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?
+    } else {
+        toml::from_str(&text).map_err(|e| KeysError::Parse {
+            path: p.clone(),
+            reason: e.message().to_string(),
+        })?
+    };
+    Ok(parsed.keys)
+}
+
+fn bearer(req: &Request) -> Option<&[u8]> {
+    let v = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let prefix = b"bearer ";
+    if v.len() > prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(v[prefix.len()..].trim_ascii())
+    } else {
+        None
+    }
+}
+
+/// Middleware on the API routes: checks the key (when keys are set) and records the caller.
+pub async fn require_key(
+    State(st): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let client_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let caller = if st.auth.enabled() {
+        match bearer(&req).and_then(|k| st.auth.check(k)) {
+            Some(k) => Caller {
+                key_name: k.name.clone(),
+                models: k.models.clone(),
+                client_addr,
+            },
+            None => {
+                st.metrics.count_rejected("401");
+                tracing::info!(path = %req.uri().path(), client = ?client_addr, "rejected: bad or missing API key");
+                return ApiError::Unauthorized.into_response();
+            }
+        }
+    } else {
+        Caller {
+            key_name: ANONYMOUS.into(),
+            models: None,
+            client_addr,
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_are_named_by_position() {
+        let a = Auth::new(&["k1".into(), "k2".into()], None).unwrap();
+        assert_eq!(&*a.check(b"k2").unwrap().name, "key-2");
+        assert!(a.check(b"k3").is_none());
+        assert!(a.check(b"k").is_none());
+        assert!(a.check(b"").is_none());
+    }
+
+    #[test]
+    fn toml_and_json_files() {
+        let dir = std::env::temp_dir().join(format!("indus-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("keys.toml");
+        std::fs::write(
+            &t,
+            "[[keys]]\nname = \"team-a\"\nkey = \"sk-a\"\nmodels = [\"m\"]\n\n[[keys]]\nname = \"team-b\"\nkey = \"sk-b\"\n",
+        )
+        .unwrap();
+        let a = Auth::new(&[], Some(&t)).unwrap();
+        let k = a.check(b"sk-a").unwrap();
+        assert_eq!(&*k.name, "team-a");
+        assert_eq!(k.models.as_deref(), Some(&["m".to_string()][..]));
+        assert!(a.check(b"sk-b").unwrap().models.is_none());
+        let j = dir.join("keys.json");
+        std::fs::write(&j, r#"{"keys":[{"name":"j","key":"sk-j"}]}"#).unwrap();
+        assert_eq!(
+            &*Auth::new(&[], Some(&j))
+                .unwrap()
+                .check(b"sk-j")
+                .unwrap()
+                .name,
+            "j"
+        );
+        std::fs::write(
+            &j,
+            r#"{"keys":[{"name":"j","key":"x"},{"name":"k","key":"x"}]}"#,
+        )
+        .unwrap();
+        assert!(Auth::new(&[], Some(&j)).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let a = Auth::new(&["secret-value".into()], None).unwrap();
+        assert!(!format!("{a:?}").contains("secret-value"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Errors as clients see them: OpenAI's `{"error": {"message", "type", "param", "code"}}`
+//! with the matching HTTP status.
+
+use crate::engine::EngineError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or asks for something out of range.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
+    /// 401: missing or wrong API key.
+    #[error("invalid or missing API key")]
+    Unauthorized,
+    /// 404: the model is not served here, or the caller's key may not use it.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    /// 404: no such route.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// 405
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 413: the body is over --max-request-body-bytes.
+    #[error("the request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 429: the waiting queue is full (--max-waiting-requests).
+    #[error("the server is overloaded ({0} requests waiting); retry later")]
+    QueueFull(usize),
+    /// 503: the model is still loading, the engine stopped, or the server is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+/// Seconds a client is told to wait after a 429.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+impl ApiError {
+    pub fn bad(param: &str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: Some(param.to_string()),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (kind, code, param) = match self {
+            Self::BadRequest { param, .. } => ("invalid_request_error", None, param.clone()),
+            Self::Unauthorized => ("invalid_request_error", Some("invalid_api_key"), None),
+            Self::ModelNotFound(_) => (
+                "invalid_request_error",
+                Some("model_not_found"),
+                Some("model".to_string()),
+            ),
+            Self::NotFound(_) => ("invalid_request_error", Some("not_found"), None),
+            Self::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed"), None),
+            Self::PayloadTooLarge(_) => ("invalid_request_error", Some("request_too_large"), None),
+            Self::QueueFull(_) => ("rate_limit_error", Some("rate_limit_exceeded"), None),
+            Self::Unavailable(_) => (
+                "service_unavailable_error",
+                Some("service_unavailable"),
+                None,
+            ),
+            Self::Internal(_) => ("server_error", Some("internal_error"), None),
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                param,
+                code,
+            },
+        }
+    }
+
+    /// The error as one JSON line (for an SSE event after headers were sent).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status(), axum::Json(self.body())).into_response();
+        let headers = resp.headers_mut();
+        match self {
+            Self::QueueFull(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::InvalidRequest { param, message } => Self::BadRequest { message, param },
+            EngineError::QueueFull { waiting } => Self::QueueFull(waiting),
+            EngineError::NotRunning => Self::Unavailable("the engine is not running".into()),
+            EngineError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_map_to_statuses() {
+        let e: ApiError = EngineError::invalid("temperature", "bad").into();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.body().error.param.as_deref(), Some("temperature"));
+        let e: ApiError = EngineError::QueueFull { waiting: 3 }.into();
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let e: ApiError = EngineError::NotRunning.into();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let e: ApiError = EngineError::Internal("x".into()).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn body_has_openai_shape() {
+        let v = serde_json::to_value(ApiError::ModelNotFound("m".into()).body()).unwrap();
+        let err = &v["error"];
+        assert!(err["message"].as_str().unwrap().contains("`m`"));
+        assert_eq!(err["type"], "invalid_request_error");
+        assert_eq!(err["param"], "model");
+        assert_eq!(err["code"], "model_not_found");
+    }
+}

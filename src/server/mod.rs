@@ -1,0 +1,323 @@
+//! The HTTP server (`indus serve`): an OpenAI-compatible API over the engine handle, plus
+//! health, readiness, Prometheus metrics, API keys and an audit log. It never touches
+//! engine state — only `EngineHandle`.
+
+pub mod args;
+pub mod audit;
+pub mod auth;
+mod body;
+pub mod error;
+mod generate;
+pub mod metrics;
+pub mod openai;
+mod record;
+pub mod shutdown;
+mod sse;
+pub mod state;
+
+pub use args::ServeArgs;
+pub use shutdown::{Reason, Shutdown};
+
+use crate::engine::{EngineHandle, FinishReason};
+use anyhow::Context;
+use audit::AuditLog;
+use auth::Auth;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use state::{AppState, Loaded};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The routes. /health, /ready and /metrics are open; the API needs a key when keys are set.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/completions", post(openai::completions::create))
+        .route("/v1/chat/completions", post(openai::chat::create))
+        .route("/v1/models", get(openai::models::list))
+        .route("/v1/models/{*id}", get(openai::models::get))
+        .route("/tokenize", post(openai::tokenize::tokenize))
+        .route("/detokenize", post(openai::tokenize::detokenize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The process is up (the model may still be loading).
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+/// The model is loaded and the engine loop alive; 503 otherwise and while shutting down.
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    match st.ready_engine() {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
+    let body = st.metrics.render(st.loaded().map(|l| &l.engine));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A fresh response id, e.g. `cmpl-3f9c…`.
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// OpenAI's finish_reason strings.
+pub(crate) fn finish_str(f: FinishReason) -> &'static str {
+    f.as_str()
+}
+
+pub(crate) fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// What the model loader hands the server.
+pub struct LoadedModel {
+    pub engine: EngineHandle,
+    /// The model's name (directory, hub id or the embedded model's name).
+    pub name: String,
+}
+
+/// A bound server whose model may not be loaded yet.
+pub struct Server {
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
+    served_names: Vec<String>,
+}
+
+impl Server {
+    /// Binds --host/--port and prepares keys, metrics and the audit log.
+    pub async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
+        if args.tensor_parallel_size != 1 {
+            anyhow::bail!("--tensor-parallel-size other than 1 is not supported");
+        }
+        let auth = Auth::new(&args.api_keys, args.api_keys_file.as_deref())?;
+        let audit = args
+            .audit_log
+            .as_deref()
+            .map(|p| {
+                AuditLog::open(p, args.audit_log_content)
+                    .with_context(|| format!("cannot open the audit log {}", p.display()))
+            })
+            .transpose()?;
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        if auth.enabled() {
+            tracing::info!(keys = auth.len(), "API keys required");
+        } else {
+            tracing::warn!("no API keys set: the API is open to anyone who can reach it");
+        }
+        if args.audit_log_content {
+            tracing::warn!("the audit log records prompt and completion text");
+        }
+        let state = Arc::new(AppState::new(
+            auth,
+            metrics::Metrics::new(),
+            audit,
+            args.max_request_body_bytes,
+        ));
+        Ok(Self {
+            state,
+            listener,
+            shutdown: Shutdown::default(),
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+            served_names: args
+                .served_model_name
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves: answers 503 while `load` runs (on a blocking thread), logs "ready" once it
+    /// returns, and runs until shutdown is triggered; then drains for up to the shutdown
+    /// timeout. Errs when loading failed or the engine died.
+    pub async fn run<L>(self, load: L) -> anyhow::Result<()>
+    where
+        L: FnOnce() -> anyhow::Result<LoadedModel> + Send + 'static,
+    {
+        let Self {
+            state,
+            listener,
+            shutdown,
+            shutdown_timeout,
+            served_names,
+        } = self;
+        let addr = listener.local_addr()?;
+        let app = router(state.clone());
+        let graceful = {
+            let s = shutdown.clone();
+            async move {
+                s.wait().await;
+            }
+        };
+        let server = tokio::spawn(
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .into_future(),
+        );
+        tracing::info!(%addr, "listening; loading the model");
+
+        let loading = tokio::task::spawn_blocking(load);
+        let loaded = tokio::select! {
+            r = loading => r.context("the model loader panicked")?,
+            reason = shutdown.wait() => {
+                tracing::info!(?reason, "shutting down before the model loaded");
+                server.abort();
+                return Ok(());
+            }
+        };
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                shutdown.trigger(Reason::EngineDied);
+                server.abort();
+                return Err(e.context("cannot load the model"));
+            }
+        };
+        let names = if served_names.is_empty() {
+            vec![loaded.name.clone()]
+        } else {
+            served_names
+        };
+        let engine = loaded.engine.clone();
+        state.set_loaded(Loaded {
+            engine: loaded.engine,
+            names: names.clone(),
+            root: loaded.name,
+            created: unix_now(),
+        });
+        tokio::spawn(watch_engine(engine, shutdown.clone()));
+        tokio::spawn(metrics_upkeep(state.clone(), shutdown.clone()));
+        tracing::info!(%addr, model = %names[0], "ready");
+
+        let reason = shutdown.wait().await;
+        state.start_draining();
+        tracing::info!(
+            ?reason,
+            timeout_s = shutdown_timeout.as_secs(),
+            "shutting down: no new connections; draining in-flight requests"
+        );
+        let abort = server.abort_handle();
+        match tokio::time::timeout(shutdown_timeout, server).await {
+            Ok(Ok(Ok(()))) => tracing::info!("drained"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error while draining"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!("shutdown timeout reached; dropping the requests still in flight");
+                abort.abort();
+            }
+        }
+        if reason == Reason::EngineDied {
+            anyhow::bail!("the engine thread died; in-flight requests were failed");
+        }
+        Ok(())
+    }
+}
+
+/// Triggers shutdown when the engine loop stops (a panic in the engine thread).
+async fn watch_engine(engine: EngineHandle, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.wait() => return,
+        }
+        if !engine.is_alive() {
+            tracing::error!("the engine loop stopped; shutting down");
+            shutdown.trigger(Reason::EngineDied);
+            return;
+        }
+    }
+}
+
+async fn metrics_upkeep(state: Arc<AppState>, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => state.metrics.upkeep(),
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// `indus serve`: bind, load the model, serve until SIGTERM/SIGINT, drain, return.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let server = Server::bind(&args).await?;
+    let shutdown = server.shutdown();
+    tokio::spawn(async move {
+        let sig = shutdown::signal().await;
+        tracing::info!(signal = sig, "signal received");
+        shutdown.trigger(Reason::Signal);
+    });
+    server
+        .run(move || {
+            let (engine, name, _files) =
+                crate::loader::start_engine(&args.model, &args.cache, &args.sched)?;
+            Ok(LoadedModel { engine, name })
+        })
+        .await
+}

@@ -1,0 +1,10 @@
+//! The OpenAI-compatible API: wire types and the handlers that translate them to engine
+//! requests.
+
+pub mod chat;
+pub mod completions;
+pub mod logprobs;
+pub mod models;
+pub mod params;
+pub mod tokenize;
+pub mod types;
