@@ -24,7 +24,7 @@ enum Command {
     /// Serve the OpenAI-compatible HTTP API (the embedded tiny model if no MODEL is given).
     Serve(Box<indus::server::ServeArgs>),
     /// Generate a completion for one prompt and print it (a quick check of a model).
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Download a model from the Hugging Face hub into HF_HOME.
     Download(DownloadArgs),
 }
@@ -152,7 +152,7 @@ fn main() -> anyhow::Result<()> {
     init_logging(&cli.log_format);
     match cli.command {
         Command::Serve(a) => serve(*a),
-        Command::Generate(a) => generate(a),
+        Command::Generate(a) => generate(*a),
         Command::Download(a) => download(a),
     }
 }

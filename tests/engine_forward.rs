@@ -3,16 +3,20 @@
 
 mod common;
 
-use candle_core::{DType, Device, IndexOp, Tensor, D};
-use common::{fixture_dir, load, FIXTURES};
-use indus_kernels::metadata::HostAttentionMetadata;
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+use common::{FIXTURES, fixture_dir, load};
 use indus_kernels::AttentionMetadata;
+use indus_kernels::metadata::HostAttentionMetadata;
 use indus_models::rope::inverse_frequencies;
 use indus_models::{CausalLm, ModelConfig, StepInput};
 use std::collections::HashMap;
 
 /// A deliberately simple Llama forward: one sequence, contiguous K/V, full causal softmax.
-fn reference_logits(weights: &HashMap<String, Tensor>, cfg: &ModelConfig, tokens: &[u32]) -> Tensor {
+fn reference_logits(
+    weights: &HashMap<String, Tensor>,
+    cfg: &ModelConfig,
+    tokens: &[u32],
+) -> Tensor {
     let w = |n: &str| weights[n].to_dtype(DType::F32).unwrap();
     let t = tokens.len();
     let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
@@ -25,7 +29,9 @@ fn reference_logits(weights: &HashMap<String, Tensor>, cfg: &ModelConfig, tokens
             .unwrap()
     };
     let lin = |x: &Tensor, name: &str| -> Tensor {
-        let y = x.matmul(&w(&format!("{name}.weight")).t().unwrap()).unwrap();
+        let y = x
+            .matmul(&w(&format!("{name}.weight")).t().unwrap())
+            .unwrap();
         match weights.get(&format!("{name}.bias")) {
             Some(b) => y.broadcast_add(&b.to_dtype(DType::F32).unwrap()).unwrap(),
             None => y,
@@ -50,7 +56,9 @@ fn reference_logits(weights: &HashMap<String, Tensor>, cfg: &ModelConfig, tokens
         .unwrap()
     };
     let ids = Tensor::new(tokens, &Device::Cpu).unwrap();
-    let mut x = w("model.embed_tokens.weight").index_select(&ids, 0).unwrap();
+    let mut x = w("model.embed_tokens.weight")
+        .index_select(&ids, 0)
+        .unwrap();
     let mask: Vec<f32> = (0..t)
         .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
         .collect();
@@ -58,9 +66,19 @@ fn reference_logits(weights: &HashMap<String, Tensor>, cfg: &ModelConfig, tokens
     for l in 0..cfg.num_layers {
         let p = format!("model.layers.{l}");
         let h = rms(&x, &w(&format!("{p}.input_layernorm.weight")));
-        let q = rope(&lin(&h, &format!("{p}.self_attn.q_proj")).reshape((t, nh, hd)).unwrap());
-        let k = rope(&lin(&h, &format!("{p}.self_attn.k_proj")).reshape((t, nkv, hd)).unwrap());
-        let v = lin(&h, &format!("{p}.self_attn.v_proj")).reshape((t, nkv, hd)).unwrap();
+        let q = rope(
+            &lin(&h, &format!("{p}.self_attn.q_proj"))
+                .reshape((t, nh, hd))
+                .unwrap(),
+        );
+        let k = rope(
+            &lin(&h, &format!("{p}.self_attn.k_proj"))
+                .reshape((t, nkv, hd))
+                .unwrap(),
+        );
+        let v = lin(&h, &format!("{p}.self_attn.v_proj"))
+            .reshape((t, nkv, hd))
+            .unwrap();
         let mut heads = Vec::new();
         for head in 0..nh {
             let kv = head / (nh / nkv);
@@ -162,7 +180,11 @@ fn paged_batched_forward_matches_contiguous_reference() {
         let mut next = (0..40u32).rev().collect::<Vec<_>>();
         let tables: Vec<Vec<u32>> = lengths
             .iter()
-            .map(|&l| (0..l.div_ceil(bs)).map(|_| next.pop().unwrap() * 7 % 40).collect())
+            .map(|&l| {
+                (0..l.div_ceil(bs))
+                    .map(|_| next.pop().unwrap() * 7 % 40)
+                    .collect()
+            })
             .collect();
         // Step 1: partial prefills of seqs 0 and 3, full prefill of 1 and 2 except their
         // last token. Step 2: the rest, decode-style single tokens mixed with a chunk.
@@ -190,8 +212,16 @@ fn paged_batched_forward_matches_contiguous_reference() {
                     assert!(d < 1e-4, "{name} seq {s} step 2: max diff {d}");
                 }
             }
-            row1 += step1.iter().filter(|c| c.0 == s).map(|c| c.2).sum::<usize>();
-            row2 += step2.iter().filter(|c| c.0 == s).map(|c| c.2).sum::<usize>();
+            row1 += step1
+                .iter()
+                .filter(|c| c.0 == s)
+                .map(|c| c.2)
+                .sum::<usize>();
+            row2 += step2
+                .iter()
+                .filter(|c| c.0 == s)
+                .map(|c| c.2)
+                .sum::<usize>();
         }
     }
 }
@@ -223,13 +253,26 @@ fn logits_match_transformers_golden() {
             let t = ids.len();
             let cache = model.new_kv_cache(t.div_ceil(16), 16).unwrap();
             let table = vec![(0..t.div_ceil(16) as u32).collect::<Vec<_>>()];
-            let logits = paged_step(&model, &cache, &[ids.clone()], &table, &[(0, 0, t)], 16);
+            let logits = paged_step(
+                &model,
+                &cache,
+                std::slice::from_ref(&ids),
+                &table,
+                &[(0, 0, t)],
+                16,
+            );
             let last = logits.get(t - 1).unwrap();
             let d = max_abs_diff(&last, &golden[&format!("last_logits_{i}")]);
-            assert!(d < 1e-3, "{name} prompt {i}: last-position logits differ by {d}");
+            assert!(
+                d < 1e-3,
+                "{name} prompt {i}: last-position logits differ by {d}"
+            );
             let head = logits.narrow(1, 0, 512).unwrap();
             let d = max_abs_diff(&head, &golden[&format!("all_logits_head_{i}")]);
-            assert!(d < 1e-3, "{name} prompt {i}: per-position logits differ by {d}");
+            assert!(
+                d < 1e-3,
+                "{name} prompt {i}: per-position logits differ by {d}"
+            );
             let argmax: Vec<u32> = logits.argmax(D::Minus1).unwrap().to_vec1().unwrap();
             let want: Vec<u32> = golden[&format!("argmax_{i}")]
                 .to_dtype(DType::U32)

@@ -30,7 +30,7 @@ pub fn fused_add_rms_norm(
 
 fn norm_rows<T: Elem>(x: &[T], w: &[T], eps: f32) -> Result<Vec<T>> {
     let dim = w.len();
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         candle_core::bail!(
             "rms_norm: weight of {dim} does not divide input of {}",
             x.len()

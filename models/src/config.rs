@@ -138,14 +138,14 @@ impl ModelConfig {
         let raw: RawConfig = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let architecture = detect_architecture(&raw)?;
         if raw.num_attention_heads == 0
-            || raw.hidden_size % raw.num_attention_heads != 0 && raw.head_dim.is_none()
+            || !raw.hidden_size.is_multiple_of(raw.num_attention_heads) && raw.head_dim.is_none()
         {
             return Err(invalid(
                 "hidden_size must be a multiple of num_attention_heads".into(),
             ));
         }
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if num_kv_heads == 0 || raw.num_attention_heads % num_kv_heads != 0 {
+        if num_kv_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_kv_heads) {
             return Err(invalid(
                 "num_attention_heads must be a multiple of num_key_value_heads".into(),
             ));
@@ -153,7 +153,7 @@ impl ModelConfig {
         let head_dim = raw
             .head_dim
             .unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(invalid(format!(
                 "head_dim {head_dim} must be even for rotary embeddings"
             )));

@@ -43,6 +43,9 @@ pub struct ModelFiles {
     pub generation_config: Option<PathBuf>,
 }
 
+/// Fetches one file of a hub repo: `Ok(None)` when the repo does not have it.
+type FileGetter = Box<dyn Fn(&str) -> Result<Option<PathBuf>>>;
+
 const INDEX: &str = "model.safetensors.index.json";
 const SINGLE: &str = "model.safetensors";
 
@@ -111,7 +114,7 @@ impl ModelFiles {
             .unwrap_or(false);
         // One getter for both modes: the cache only when offline, else the API (which
         // itself serves cached files without a request body).
-        let get: Box<dyn Fn(&str) -> Result<Option<PathBuf>>> = if offline {
+        let get: FileGetter = if offline {
             let cache = hf_hub::Cache::from_env().repo(repo);
             Box::new(move |f: &str| Ok(cache.get(f)))
         } else {

@@ -57,7 +57,7 @@ pub(crate) enum WeightSource {
     Dummy {
         dtype: DType,
         device: Device,
-        rng: std::cell::RefCell<rand::rngs::StdRng>,
+        rng: Box<std::cell::RefCell<rand::rngs::StdRng>>,
     },
 }
 
@@ -68,7 +68,9 @@ impl WeightSource {
             return Ok(Self::Dummy {
                 dtype: opts.dtype,
                 device: opts.device.clone(),
-                rng: std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(opts.seed)),
+                rng: Box::new(std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(
+                    opts.seed,
+                ))),
             });
         }
         for w in weights {
