@@ -2,9 +2,9 @@
 //! step at 256 running + 256 waiting sequences, and the sampler over a 128k vocabulary.
 //! Run: `cargo bench --bench engine_core`.
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
-use indus::engine::sampler::{sample, History};
+use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
 use indus::engine::SamplingParams;
+use indus::engine::sampler::{History, sample};
 use indus::kv::KvCacheManager;
 use indus::scheduler::{Scheduler, SchedulerConfig, Sequence};
 use rand::{Rng, SeedableRng};
@@ -71,7 +71,12 @@ fn scheduler_step(c: &mut Criterion) {
                     enable_chunked_prefill: true,
                 });
                 for i in 0..256u64 {
-                    s.add(Sequence::new(i, (0..200).map(|t| t + i as u32).collect(), 0, i));
+                    s.add(Sequence::new(
+                        i,
+                        (0..200).map(|t| t + i as u32).collect(),
+                        0,
+                        i,
+                    ));
                 }
                 // Run until all 256 are decoding.
                 while s.num_running() < 256 || s.get(0).is_some_and(|q| q.is_prefilling()) {
@@ -82,7 +87,12 @@ fn scheduler_step(c: &mut Criterion) {
                     }
                 }
                 for i in 256..512u64 {
-                    s.add(Sequence::new(i, (0..300).map(|t| t * 3 + i as u32).collect(), 0, i));
+                    s.add(Sequence::new(
+                        i,
+                        (0..300).map(|t| t * 3 + i as u32).collect(),
+                        0,
+                        i,
+                    ));
                 }
                 (s, kv)
             },
@@ -97,15 +107,40 @@ fn sampler(c: &mut Criterion) {
     const BATCH: usize = 64;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let logits: Vec<Vec<f32>> = (0..BATCH)
-        .map(|_| (0..VOCAB).map(|_| rng.random_range(-10.0f32..10.0)).collect())
+        .map(|_| {
+            (0..VOCAB)
+                .map(|_| rng.random_range(-10.0f32..10.0))
+                .collect()
+        })
         .collect();
-    let history = History { prompt: &[1, 2, 3], output: &[4, 5] };
+    let history = History {
+        prompt: &[1, 2, 3],
+        output: &[4, 5],
+    };
     let mut g = c.benchmark_group("sampler 64 x 128k");
     for (name, params) in [
         ("greedy", SamplingParams::greedy()),
-        ("temperature+top_k=50", SamplingParams { top_k: 50, ..Default::default() }),
-        ("temperature+top_p=0.9", SamplingParams { top_p: 0.9, ..Default::default() }),
-        ("greedy+logprobs=5", SamplingParams { logprobs: Some(5), ..SamplingParams::greedy() }),
+        (
+            "temperature+top_k=50",
+            SamplingParams {
+                top_k: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "temperature+top_p=0.9",
+            SamplingParams {
+                top_p: 0.9,
+                ..Default::default()
+            },
+        ),
+        (
+            "greedy+logprobs=5",
+            SamplingParams {
+                logprobs: Some(5),
+                ..SamplingParams::greedy()
+            },
+        ),
     ] {
         g.bench_function(name, |b| {
             b.iter_batched(

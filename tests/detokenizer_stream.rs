@@ -34,7 +34,9 @@ fn streamed_pieces_are_whole_characters_and_concatenate_to_the_decode() {
         let prompt = tok.encode("Translate:", true).unwrap();
         let output = tok.encode(text, false).unwrap();
         assert!(
-            output.iter().any(|&t| tok.id_to_token(t).is_some_and(|s| s.starts_with("<0x"))),
+            output
+                .iter()
+                .any(|&t| tok.id_to_token(t).is_some_and(|s| s.starts_with("<0x"))),
             "the test text should need byte-fallback tokens: {text}"
         );
         let mut all = prompt.clone();
@@ -44,7 +46,10 @@ fn streamed_pieces_are_whole_characters_and_concatenate_to_the_decode() {
             all.push(t);
             let last = i + 1 == output.len();
             let piece = detok.step(&tok, &all, last).unwrap();
-            assert!(!piece.contains('\u{FFFD}'), "split character in piece {piece:?} of {text}");
+            assert!(
+                !piece.contains('\u{FFFD}'),
+                "split character in piece {piece:?} of {text}"
+            );
             streamed.push_str(&piece);
         }
         let full = tok.decode(&all, true).unwrap();

@@ -18,7 +18,10 @@ fn lengths() -> Vec<usize> {
 /// Reference: each prompt alone on a roomy engine.
 fn alone(name: &str, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
     let h = engine(name, EngineConfig::default());
-    prompts.iter().map(|p| run_alone(&h, p, greedy(MAX_TOKENS))).collect()
+    prompts
+        .iter()
+        .map(|p| run_alone(&h, p, greedy(MAX_TOKENS)))
+        .collect()
 }
 
 /// All prompts submitted at once; returns each one's tokens.
@@ -60,7 +63,10 @@ fn concurrent_requests_match_solo_runs_under_pressure() {
     let name = "tiny-llama";
     let ps = prompts(&lengths(), 11);
     let want = alone(name, &ps);
-    assert!(want.iter().any(|t| t != &want[0]), "fixture must not be degenerate");
+    assert!(
+        want.iter().any(|t| t != &want[0]),
+        "fixture must not be degenerate"
+    );
 
     // Plenty of room.
     let h = engine(name, config(1024, 512, 64));
@@ -101,7 +107,10 @@ fn shared_prefixes_hit_the_cache_without_changing_outputs() {
     assert_eq!(concurrent(&h, &ps), want);
     let s = h.stats();
     assert!(s.prefix_hits > 0, "expected prefix-cache hits: {s:?}");
-    assert!(s.prefix_hits >= (N as u64) * 20, "each request reuses the 24-token prefix: {s:?}");
+    assert!(
+        s.prefix_hits >= (N as u64) * 20,
+        "each request reuses the 24-token prefix: {s:?}"
+    );
     assert_all_blocks_free(&h);
 }
 
@@ -131,7 +140,13 @@ fn n_choices_share_the_prompt_and_seeded_sampling_is_reproducible() {
         assert_eq!(c.token_ids.len(), 10);
     }
     let tokens: Vec<_> = a.choices.iter().map(|c| c.token_ids.clone()).collect();
-    assert_eq!(tokens, b.choices.iter().map(|c| c.token_ids.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        tokens,
+        b.choices
+            .iter()
+            .map(|c| c.token_ids.clone())
+            .collect::<Vec<_>>()
+    );
     assert_ne!(tokens[0], tokens[1], "choices draw from different streams");
     assert_all_blocks_free(&h);
 
@@ -144,7 +159,13 @@ fn n_choices_share_the_prompt_and_seeded_sampling_is_reproducible() {
     for s in noise {
         s.blocking_collect().unwrap();
     }
-    assert_eq!(tokens, c.choices.iter().map(|c| c.token_ids.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        tokens,
+        c.choices
+            .iter()
+            .map(|c| c.token_ids.clone())
+            .collect::<Vec<_>>()
+    );
     assert_all_blocks_free(&h);
 }
 
@@ -153,9 +174,16 @@ fn dropping_a_stream_aborts_and_frees_blocks() {
     let h = engine("tiny-llama", config(64, 64, 8));
     let total = h.stats().total_blocks;
     let mut stream = h
-        .submit(Request::new("drop-me", prompts(&[20], 1).remove(0), greedy(44)))
+        .submit(Request::new(
+            "drop-me",
+            prompts(&[20], 1).remove(0),
+            greedy(44),
+        ))
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(first.token_ids.len(), 1);
@@ -164,7 +192,11 @@ fn dropping_a_stream_aborts_and_frees_blocks() {
     assert_all_blocks_free(&h);
     assert_eq!(h.stats().total_blocks, total);
     // Run to the end it would have taken 44 steps; the abort stops it within a few.
-    assert!(h.stats().steps < 30, "request was not aborted: {:?}", h.stats());
+    assert!(
+        h.stats().steps < 30,
+        "request was not aborted: {:?}",
+        h.stats()
+    );
 }
 
 #[test]
@@ -220,10 +252,19 @@ fn invalid_requests_are_refused_clearly() {
         .submit(Request::new("long", vec![5; 60], greedy(10)))
         .err()
         .unwrap();
-    assert!(err.to_string().contains("maximum context length is 64"), "{err}");
-    let err = h.submit(Request::new("vocab", vec![40_000], greedy(1))).err().unwrap();
+    assert!(
+        err.to_string().contains("maximum context length is 64"),
+        "{err}"
+    );
+    let err = h
+        .submit(Request::new("vocab", vec![40_000], greedy(1)))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
-    let err = h.submit(Request::new("empty", vec![], greedy(1))).err().unwrap();
+    let err = h
+        .submit(Request::new("empty", vec![], greedy(1)))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("empty"), "{err}");
     let bad = SamplingParams {
         temperature: 3.0,

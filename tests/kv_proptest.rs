@@ -8,16 +8,29 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Op {
     /// New sequence with a prompt drawn from a small alphabet (so prefixes repeat).
-    Start { prompt_len: usize, alphabet: u32 },
+    Start {
+        prompt_len: usize,
+        alphabet: u32,
+    },
     /// Grow a live sequence by `n` tokens.
-    Grow { pick: usize, n: usize },
-    Free { pick: usize },
-    Fork { pick: usize },
+    Grow {
+        pick: usize,
+        n: usize,
+    },
+    Free {
+        pick: usize,
+    },
+    Fork {
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (1usize..40, 1u32..4).prop_map(|(prompt_len, alphabet)| Op::Start { prompt_len, alphabet }),
+        (1usize..40, 1u32..4).prop_map(|(prompt_len, alphabet)| Op::Start {
+            prompt_len,
+            alphabet
+        }),
         (any::<usize>(), 1usize..10).prop_map(|(pick, n)| Op::Grow { pick, n }),
         any::<usize>().prop_map(|pick| Op::Free { pick }),
         any::<usize>().prop_map(|pick| Op::Fork { pick }),

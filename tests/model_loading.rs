@@ -63,7 +63,11 @@ fn offline_hub_cache_resolves_like_hf_hub() {
 #[test]
 fn dummy_weights_need_only_the_config() {
     let dir = temp_dir("dummy");
-    copy_fixture("tiny-qwen2", &dir, &["model.safetensors", "golden.safetensors"]);
+    copy_fixture(
+        "tiny-qwen2",
+        &dir,
+        &["model.safetensors", "golden.safetensors"],
+    );
     let files = ModelFiles::resolve(&ModelSource::Local(dir.clone()), false).unwrap();
     assert!(files.weights.is_empty());
     let model = CausalLm::load(&files, &opts(DType::F32, LoadFormat::Dummy)).unwrap();
@@ -104,14 +108,30 @@ fn broken_checkpoints_fail_with_clear_errors() {
     let dir = temp_dir("arch");
     copy_fixture("tiny-llama", &dir, &["golden.safetensors"]);
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("LlamaForCausalLM", "GPTNeoXForCausalLM").replace("\"llama\"", "\"gpt_neox\"")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("LlamaForCausalLM", "GPTNeoXForCausalLM")
+            .replace("\"llama\"", "\"gpt_neox\""),
+    )
+    .unwrap();
     let files = ModelFiles::from_dir(&dir, true).unwrap();
-    let err = CausalLm::load(&files, &opts(DType::F32, LoadFormat::Auto)).err().unwrap();
-    assert!(err.to_string().contains("unsupported architecture"), "{err}");
+    let err = CausalLm::load(&files, &opts(DType::F32, LoadFormat::Auto))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("unsupported architecture"),
+        "{err}"
+    );
 
     // Shape mismatch: the config says a wider MLP than the weights have.
-    std::fs::write(dir.join("config.json"), cfg.replace("\"intermediate_size\": 176", "\"intermediate_size\": 180")).unwrap();
-    let err = CausalLm::load(&files, &opts(DType::F32, LoadFormat::Auto)).err().unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("\"intermediate_size\": 176", "\"intermediate_size\": 180"),
+    )
+    .unwrap();
+    let err = CausalLm::load(&files, &opts(DType::F32, LoadFormat::Auto))
+        .err()
+        .unwrap();
     let msg = err.to_string();
     assert!(msg.contains("mlp") && msg.contains("shape"), "{msg}");
 

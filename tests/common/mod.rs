@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 pub const FIXTURES: [&str; 3] = ["tiny-llama", "tiny-llama3", "tiny-qwen2"];
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn load(name: &str) -> (CausalLm, Arc<Tokenizer>) {
@@ -45,7 +47,9 @@ pub fn engine(name: &str, config: EngineConfig) -> EngineHandle {
 
 /// Deterministic pseudo-random prompts (token ids 3..32000) of the given lengths.
 pub fn prompts(lengths: &[usize], seed: u64) -> Vec<Vec<u32>> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     lengths
         .iter()
         .map(|&n| {
@@ -86,7 +90,8 @@ pub fn assert_all_blocks_free(handle: &EngineHandle) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = handle.stats();
-        if s.total_blocks > 0 && s.free_blocks == s.total_blocks && s.running == 0 && s.waiting == 0 {
+        if s.total_blocks > 0 && s.free_blocks == s.total_blocks && s.running == 0 && s.waiting == 0
+        {
             return;
         }
         if Instant::now() > deadline {
