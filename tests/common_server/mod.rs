@@ -1,0 +1,254 @@
+//! Helpers for the server integration tests: start the real `indus serve` binary on an
+//! ephemeral port with a fixture model, talk to it over real HTTP, read its metrics.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub const MODEL_NAME: &str = "tiny";
+
+/// Flags every test server gets: a tiny context and cache so tests stay fast.
+pub const SMALL: &[&str] = &[
+    "--max-model-len",
+    "256",
+    "--num-kv-blocks",
+    "64",
+    "--block-size",
+    "16",
+    "--served-model-name",
+    MODEL_NAME,
+];
+
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// `indus serve tests/fixtures/tiny-llama` with [`SMALL`] and `extra` flags.
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        init_tls();
+        let model = indus::loader::repo_fixture("tiny-llama");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_indus"));
+        cmd.arg("serve")
+            .arg(&model)
+            .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
+            .args(SMALL)
+            .args(extra)
+            .env_remove("INDUS_API_KEYS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn indus serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = ready_addr(&line) {
+                        let _ = tx.send(addr);
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server never logged ready; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// An OpenAI SDK client for this server.
+    pub fn openai(&self) -> async_openai::Client<async_openai::config::OpenAIConfig> {
+        self.openai_with_key("unused")
+    }
+
+    pub fn openai_with_key(
+        &self,
+        key: &str,
+    ) -> async_openai::Client<async_openai::config::OpenAIConfig> {
+        async_openai::Client::with_config(
+            async_openai::config::OpenAIConfig::new()
+                .with_api_base(self.url("/v1"))
+                .with_api_key(key),
+        )
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one sample, e.g. `indus_kv_cache_free_blocks` or
+    /// `indus_requests_total{finish_reason="stop",status="200"}`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, sample)
+    }
+
+    /// Polls a metric until `pred` holds (or panics after `timeout`).
+    pub async fn wait_metric(
+        &self,
+        sample: &str,
+        timeout: Duration,
+        pred: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(sample).await.unwrap_or(f64::NAN);
+            if pred(v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{sample} stayed at {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// reqwest is built with `rustls-no-provider` (for `indus bench`): every process that makes a
+/// client must pick the crypto provider, even for plain HTTP.
+pub fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The address in a JSON "ready" log line.
+fn ready_addr(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    if fields.get("message")?.as_str()? != "ready" {
+        return None;
+    }
+    fields.get("addr")?.as_str()?.parse().ok()
+}
+
+pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok())?
+    })
+}
+
+/// POSTs JSON; returns status, headers and the body parsed as JSON (Null if not JSON).
+pub async fn post_json(
+    url: &str,
+    body: &serde_json::Value,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    init_tls();
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Asserts OpenAI's error shape and returns the error object.
+pub fn assert_error_shape(body: &serde_json::Value) -> &serde_json::Map<String, serde_json::Value> {
+    let err = body
+        .get("error")
+        .and_then(|e| e.as_object())
+        .unwrap_or_else(|| panic!("no error object in {body}"));
+    assert!(err.get("message").is_some_and(|m| m.is_string()), "{body}");
+    assert!(err.get("type").is_some_and(|m| m.is_string()), "{body}");
+    assert!(err.contains_key("param"), "{body}");
+    assert!(err.contains_key("code"), "{body}");
+    err
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
