@@ -32,7 +32,9 @@ async fn invalid_params_get_400_and_never_disturb_other_requests() {
     let http = reqwest::Client::new();
     let streaming = http
         .post(s.url("/v1/completions"))
-        .json(&completion(json!({"max_tokens": 120, "ignore_eos": true, "stream": true})))
+        .json(&completion(
+            json!({"max_tokens": 120, "ignore_eos": true, "stream": true}),
+        ))
         .send()
         .await
         .unwrap();
@@ -41,42 +43,142 @@ async fn invalid_params_get_400_and_never_disturb_other_requests() {
     let completions = s.url("/v1/completions");
     let chats = s.url("/v1/chat/completions");
     let cases: Vec<(&str, Value, Option<&str>)> = vec![
-        (&completions, completion(json!({"max_tokens": -1})), Some("max_tokens")),
-        (&completions, completion(json!({"max_tokens": 0})), Some("max_tokens")),
-        (&completions, completion(json!({"temperature": 2.5})), Some("temperature")),
-        (&completions, completion(json!({"temperature": -0.1})), Some("temperature")),
-        (&completions, completion(json!({"top_p": 0.0})), Some("top_p")),
+        (
+            &completions,
+            completion(json!({"max_tokens": -1})),
+            Some("max_tokens"),
+        ),
+        (
+            &completions,
+            completion(json!({"max_tokens": 0})),
+            Some("max_tokens"),
+        ),
+        (
+            &completions,
+            completion(json!({"temperature": 2.5})),
+            Some("temperature"),
+        ),
+        (
+            &completions,
+            completion(json!({"temperature": -0.1})),
+            Some("temperature"),
+        ),
+        (
+            &completions,
+            completion(json!({"top_p": 0.0})),
+            Some("top_p"),
+        ),
         (&completions, completion(json!({"n": 0})), Some("n")),
-        (&completions, completion(json!({"top_k": -3})), Some("top_k")),
-        (&completions, completion(json!({"presence_penalty": 3.0})), Some("presence_penalty")),
-        (&completions, completion(json!({"logprobs": -1})), Some("logprobs")),
-        (&completions, completion(json!({"logprobs": 21})), Some("logprobs")),
-        (&completions, completion(json!({"max_tokens": 300})), Some("max_tokens")),
-        (&completions, completion(json!({"suffix": "and then"})), Some("suffix")),
-        (&completions, completion(json!({"prompt": 5})), Some("prompt")),
-        (&completions, completion(json!({"prompt": []})), Some("prompt")),
-        (&completions, completion(json!({"prompt": [-1, 2]})), Some("prompt")),
-        (&completions, completion(json!({"prompt": [1, 99999]})), Some("prompt")),
-        (&completions, completion(json!({"prompt": [[1, 2], "x"]})), Some("prompt")),
-        (&completions, completion(json!({"stream_options": {"include_usage": true}})), Some("stream_options")),
-        (&completions, completion(json!({"logit_bias": {"50256": -100}})), Some("logit_bias")),
-        (&completions, completion(json!({"echo": true, "logprobs": 1})), Some("echo")),
-        (&completions, completion(json!({"temperature": "hot"})), None),
+        (
+            &completions,
+            completion(json!({"top_k": -3})),
+            Some("top_k"),
+        ),
+        (
+            &completions,
+            completion(json!({"presence_penalty": 3.0})),
+            Some("presence_penalty"),
+        ),
+        (
+            &completions,
+            completion(json!({"logprobs": -1})),
+            Some("logprobs"),
+        ),
+        (
+            &completions,
+            completion(json!({"logprobs": 21})),
+            Some("logprobs"),
+        ),
+        (
+            &completions,
+            completion(json!({"max_tokens": 300})),
+            Some("max_tokens"),
+        ),
+        (
+            &completions,
+            completion(json!({"suffix": "and then"})),
+            Some("suffix"),
+        ),
+        (
+            &completions,
+            completion(json!({"prompt": 5})),
+            Some("prompt"),
+        ),
+        (
+            &completions,
+            completion(json!({"prompt": []})),
+            Some("prompt"),
+        ),
+        (
+            &completions,
+            completion(json!({"prompt": [-1, 2]})),
+            Some("prompt"),
+        ),
+        (
+            &completions,
+            completion(json!({"prompt": [1, 99999]})),
+            Some("prompt"),
+        ),
+        (
+            &completions,
+            completion(json!({"prompt": [[1, 2], "x"]})),
+            Some("prompt"),
+        ),
+        (
+            &completions,
+            completion(json!({"stream_options": {"include_usage": true}})),
+            Some("stream_options"),
+        ),
+        (
+            &completions,
+            completion(json!({"logit_bias": {"50256": -100}})),
+            Some("logit_bias"),
+        ),
+        (
+            &completions,
+            completion(json!({"echo": true, "logprobs": 1})),
+            Some("echo"),
+        ),
+        (
+            &completions,
+            completion(json!({"temperature": "hot"})),
+            None,
+        ),
         (&completions, json!({"model": MODEL_NAME}), None),
         (&chats, chat(json!({"messages": []})), Some("messages")),
-        (&chats, chat(json!({"max_completion_tokens": -3})), Some("max_completion_tokens")),
-        (&chats, chat(json!({"top_logprobs": 2})), Some("top_logprobs")),
-        (&chats, chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})), Some("tools")),
-        (&chats, chat(json!({"response_format": {"type": "json_object"}})), Some("response_format")),
         (
             &chats,
-            chat(json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})),
+            chat(json!({"max_completion_tokens": -3})),
+            Some("max_completion_tokens"),
+        ),
+        (
+            &chats,
+            chat(json!({"top_logprobs": 2})),
+            Some("top_logprobs"),
+        ),
+        (
+            &chats,
+            chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            Some("tools"),
+        ),
+        (
+            &chats,
+            chat(json!({"response_format": {"type": "json_object"}})),
+            Some("response_format"),
+        ),
+        (
+            &chats,
+            chat(
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            ),
             Some("messages"),
         ),
         (
             // The Llama 2 template raises on non-alternating roles.
             &chats,
-            chat(json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})),
+            chat(
+                json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+            ),
             Some("messages"),
         ),
         (&chats, chat(json!({"max_tokens": 250})), Some("max_tokens")),
@@ -102,7 +204,12 @@ async fn invalid_params_get_400_and_never_disturb_other_requests() {
 
     // The context-length message says what went wrong.
     let (_, _, resp) = post_json(&completions, &completion(json!({"max_tokens": 300})), None).await;
-    assert!(resp["error"]["message"].as_str().unwrap().contains("maximum context length is 256"));
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length is 256")
+    );
 
     // The SDK surfaces the same error object.
     let req = CreateCompletionRequestArgs::default()
@@ -120,8 +227,12 @@ async fn invalid_params_get_400_and_never_disturb_other_requests() {
     }
 
     // Unknown fields are tolerated, as OpenAI does.
-    let (status, _, resp) =
-        post_json(&completions, &completion(json!({"frobnicate": true, "metadata": {"a": 1}})), None).await;
+    let (status, _, resp) = post_json(
+        &completions,
+        &completion(json!({"frobnicate": true, "metadata": {"a": 1}})),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{resp}");
 
     // The stream that was running all along finished whole.
@@ -145,21 +256,32 @@ async fn invalid_params_get_400_and_never_disturb_other_requests() {
 #[tokio::test]
 async fn unknown_model_route_and_method() {
     let s = TestServer::start(&[]);
-    let (status, _, resp) =
-        post_json(&s.url("/v1/completions"), &completion(json!({"model": "gpt-4"})), None).await;
+    let (status, _, resp) = post_json(
+        &s.url("/v1/completions"),
+        &completion(json!({"model": "gpt-4"})),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     let err = assert_error_shape(&resp);
     assert_eq!(err["code"], "model_not_found");
     assert_eq!(err["param"], "model");
     assert!(err["message"].as_str().unwrap().contains("gpt-4"));
 
-    let (status, _, resp) = post_json(&s.url("/v1/chat/completions"), &chat(json!({"model": "nope"})), None).await;
+    let (status, _, resp) = post_json(
+        &s.url("/v1/chat/completions"),
+        &chat(json!({"model": "nope"})),
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     assert_error_shape(&resp);
 
     let resp = reqwest::get(s.url("/v1/models/nope")).await.unwrap();
     assert_eq!(resp.status(), 404);
-    let resp = reqwest::get(s.url(&format!("/v1/models/{MODEL_NAME}"))).await.unwrap();
+    let resp = reqwest::get(s.url(&format!("/v1/models/{MODEL_NAME}")))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 
     let resp = reqwest::get(s.url("/v1/embeddings")).await.unwrap();
@@ -175,11 +297,17 @@ async fn unknown_model_route_and_method() {
 async fn oversize_body_gets_413() {
     let s = TestServer::start(&["--max-request-body-bytes", "2KiB"]);
     let big = "word ".repeat(1000);
-    let (status, _, resp) = post_json(&s.url("/v1/completions"), &completion(json!({"prompt": big})), None).await;
+    let (status, _, resp) = post_json(
+        &s.url("/v1/completions"),
+        &completion(json!({"prompt": big})),
+        None,
+    )
+    .await;
     assert_eq!(status, 413);
     let err = assert_error_shape(&resp);
     assert_eq!(err["code"], "request_too_large");
-    let (status, _, resp) = post_json(&s.url("/v1/completions"), &completion(json!({})), None).await;
+    let (status, _, resp) =
+        post_json(&s.url("/v1/completions"), &completion(json!({})), None).await;
     assert_eq!(status, 200, "{resp}");
 }
 
@@ -206,7 +334,11 @@ async fn api_keys_are_required_when_set() {
     ));
     // Probes and Prometheus stay open.
     for path in ["/health", "/ready", "/metrics"] {
-        assert_eq!(reqwest::get(s.url(path)).await.unwrap().status(), 200, "{path}");
+        assert_eq!(
+            reqwest::get(s.url(path)).await.unwrap().status(),
+            200,
+            "{path}"
+        );
     }
     // Keys never reach the logs.
     let logs = s.logs().join("\n");
@@ -217,7 +349,12 @@ async fn api_keys_are_required_when_set() {
     let s = TestServer::start_with_env(&[], &[("INDUS_API_KEYS", "env-a,env-b")]);
     let url = s.url("/v1/completions");
     assert_eq!(post_json(&url, &completion(json!({})), None).await.0, 401);
-    assert_eq!(post_json(&url, &completion(json!({})), Some("env-b")).await.0, 200);
+    assert_eq!(
+        post_json(&url, &completion(json!({})), Some("env-b"))
+            .await
+            .0,
+        200
+    );
 }
 
 #[tokio::test]
@@ -229,7 +366,11 @@ async fn a_flood_gets_429_with_retry_after() {
     let ok = results.iter().filter(|r| r.0 == 200).count();
     let limited: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
     assert!(ok >= 1, "some requests are served");
-    assert!(!limited.is_empty(), "statuses: {:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    assert!(
+        !limited.is_empty(),
+        "statuses: {:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
     assert_eq!(ok + limited.len(), 12, "only 200s and 429s");
     for (_, headers, resp) in &limited {
         assert_eq!(headers["retry-after"], "1");

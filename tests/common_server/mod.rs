@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 pub const MODEL_NAME: &str = "tiny";
 
-/// Flags every test server gets: a tiny context and cache so tests stay fast.
+/// Flags (pairs) every test server gets unless overridden: a tiny context and cache so
+/// tests stay fast.
 pub const SMALL: &[&str] = &[
     "--max-model-len",
     "256",
@@ -42,7 +43,7 @@ impl TestServer {
         cmd.arg("serve")
             .arg(&model)
             .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
-            .args(SMALL)
+            .args(defaults_not_in(extra))
             .args(extra)
             .env_remove("INDUS_API_KEYS")
             .env("RUST_LOG", "info")
@@ -176,6 +177,16 @@ impl Drop for TestServer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// [`SMALL`] less the flags `extra` sets itself.
+fn defaults_not_in(extra: &[&str]) -> Vec<&'static str> {
+    SMALL
+        .chunks(2)
+        .filter(|pair| !extra.contains(&pair[0]))
+        .flatten()
+        .copied()
+        .collect()
 }
 
 /// reqwest is built with `rustls-no-provider` (for `indus bench`): every process that makes a

@@ -1,0 +1,268 @@
+//! Readiness, client disconnects, graceful shutdown.
+
+mod common_server;
+
+use clap::Parser;
+use common_server::{MODEL_NAME, TestServer, assert_error_shape, post_json, sse_data};
+use futures::StreamExt;
+use indus::server::{LoadedModel, Reason, ServeArgs, Server};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+const TOTAL: &str = "indus_kv_cache_total_blocks";
+const FREE: &str = "indus_kv_cache_free_blocks";
+const RUNNING: &str = "indus_num_requests_running";
+
+fn long_stream(max_tokens: usize) -> serde_json::Value {
+    json!({"model": MODEL_NAME, "prompt": "Tell me everything", "max_tokens": max_tokens,
+           "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true}})
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
+    let s = TestServer::start(&[]);
+    // Warm up so the engine has published its gauges.
+    assert_eq!(
+        post_json(
+            &s.url("/v1/completions"),
+            &json!({"prompt": "hi", "max_tokens": 2}),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let total = s.metric(TOTAL).await.unwrap();
+    assert_eq!(total, 64.0);
+    assert_eq!(s.metric(FREE).await.unwrap(), total);
+
+    let resp = reqwest::Client::new()
+        .post(s.url("/v1/completions"))
+        .json(&long_stream(230))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut seen = 0;
+    while seen < 3 {
+        body.next().await.unwrap().unwrap();
+        seen += 1;
+    }
+    let in_use = s
+        .wait_metric(FREE, Duration::from_secs(5), |v| v < total)
+        .await;
+    assert!(in_use < total);
+    assert_eq!(s.metric(RUNNING).await.unwrap(), 1.0);
+    drop(body); // the client goes away
+
+    s.wait_metric(FREE, Duration::from_secs(10), |v| v == total)
+        .await;
+    s.wait_metric(RUNNING, Duration::from_secs(5), |v| v == 0.0)
+        .await;
+    let aborted = s
+        .wait_metric(
+            r#"indus_requests_total{finish_reason="abort",status="499"}"#,
+            Duration::from_secs(5),
+            |v| v >= 1.0,
+        )
+        .await;
+    assert_eq!(aborted, 1.0);
+
+    // A non-streaming request whose client hangs up is aborted too.
+    let mut sock = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let body =
+        serde_json::to_vec(&json!({"prompt": "x", "max_tokens": 240, "ignore_eos": true})).unwrap();
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body).await.unwrap();
+    s.wait_metric(RUNNING, Duration::from_secs(5), |v| v == 1.0)
+        .await;
+    drop(sock);
+    s.wait_metric(FREE, Duration::from_secs(10), |v| v == total)
+        .await;
+    s.wait_metric(RUNNING, Duration::from_secs(5), |v| v == 0.0)
+        .await;
+
+    // The engine is fine afterwards.
+    let (status, _, resp) = post_json(
+        &s.url("/v1/completions"),
+        &json!({"prompt": "hi", "max_tokens": 3}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_stream_in_flight_then_exits_zero() {
+    let mut s = TestServer::start(&[]);
+    let resp = reqwest::Client::new()
+        .post(s.url("/v1/completions"))
+        .json(&long_stream(200))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+    s.terminate();
+
+    // New connections are refused soon after the signal.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if tokio::net::TcpStream::connect(s.addr).await.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The stream in flight runs to its end.
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let events = sse_data(&text);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 200);
+
+    let status = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits");
+    assert!(status.success(), "exit status {status:?}");
+    let logs = s.logs().join("\n");
+    assert!(logs.contains("SIGTERM"), "{logs}");
+    assert!(logs.contains("drained"), "{logs}");
+}
+
+#[tokio::test]
+async fn shutdown_timeout_cuts_requests_that_run_too_long() {
+    let mut s = TestServer::start(&["--max-model-len", "1024", "--shutdown-timeout", "1"]);
+    let resp = reqwest::Client::new()
+        .post(s.url("/v1/completions"))
+        .json(&long_stream(1000))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let started = Instant::now();
+    s.terminate();
+    let status = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits");
+    assert!(status.success(), "exit status {status:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    // The stream was cut without [DONE].
+    let mut rest = String::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!rest.contains("[DONE]"));
+    assert!(s.logs().join("\n").contains("shutdown timeout"));
+}
+
+#[tokio::test]
+async fn a_model_that_cannot_load_exits_non_zero() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_indus"))
+        .args(["serve", "/nonexistent/model/dir", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot load the model"));
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// In process, with a loader that waits: 503 (OpenAI shape) while loading, /health 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_the_model_loads() {
+    common_server::init_tls();
+    let model = indus::loader::repo_fixture("tiny-llama");
+    let cli = Cli::parse_from([
+        "serve",
+        model.to_str().unwrap(),
+        "--port",
+        "0",
+        "--max-model-len",
+        "128",
+        "--num-kv-blocks",
+        "16",
+        "--served-model-name",
+        MODEL_NAME,
+    ]);
+    let args = cli.serve;
+    let server = Server::bind(&args).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let shutdown = server.shutdown();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let run = tokio::spawn(server.run(move || {
+        let _ = wait.recv();
+        let (engine, name, _) = indus::loader::start_engine(&args.model, &args.cache, &args.sched)?;
+        Ok(LoadedModel { engine, name })
+    }));
+
+    assert_eq!(
+        reqwest::get(format!("{base}/health"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = reqwest::get(format!("{base}/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_error_shape(&ready.json().await.unwrap());
+    let (status, _, resp) = post_json(
+        &format!("{base}/v1/completions"),
+        &json!({"prompt": "hi", "max_tokens": 2}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        assert_error_shape(&resp)["type"],
+        "service_unavailable_error"
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/v1/models"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    go.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/ready"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, resp) = post_json(
+        &format!("{base}/v1/completions"),
+        &json!({"prompt": "hi", "max_tokens": 2}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+
+    shutdown.trigger(Reason::Requested);
+    run.await.unwrap().unwrap();
+}
