@@ -1,6 +1,7 @@
 //! API keys: `Authorization: Bearer <key>`, compared in constant time. Keys may carry a name
 //! (for metrics and the audit log) and a list of models they may use. A key is never logged.
 
+use super::audit::{AuditRecord, rfc3339};
 use super::error::ApiError;
 use super::state::AppState;
 use axum::extract::{ConnectInfo, Request, State};
@@ -198,6 +199,7 @@ pub async fn require_key(
             },
             None => {
                 st.metrics.count_rejected("401");
+                audit_rejected(&st, &req, client_addr);
                 tracing::info!(path = %req.uri().path(), client = ?client_addr, "rejected: bad or missing API key");
                 return ApiError::Unauthorized.into_response();
             }
@@ -211,6 +213,36 @@ pub async fn require_key(
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Failed authentication is part of the audit trail (without the key presented).
+fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>) {
+    let Some(audit) = &st.audit else {
+        return;
+    };
+    let forwarded_for = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    audit.write(&AuditRecord {
+        time: rfc3339(std::time::SystemTime::now()),
+        request_id: &super::new_id("unauthorized"),
+        endpoint: req.uri().path(),
+        key_name: None,
+        model: None,
+        client_addr: client_addr.map(|a| a.to_string()),
+        forwarded_for,
+        user: None,
+        stream: false,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cached_tokens: 0,
+        finish_reason: "error",
+        status: 401,
+        latency_ms: 0.0,
+        prompt: None,
+        completion: None,
+    });
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub async fn create(
 ) -> Response {
     let mut rec = RequestRecord::new(
         &st,
-        "chat.completions",
+        "/v1/chat/completions",
         new_id("chatcmpl"),
         caller,
         &headers,

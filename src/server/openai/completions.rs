@@ -41,7 +41,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut rec = RequestRecord::new(&st, "completions", new_id("cmpl"), caller, &headers);
+    let mut rec = RequestRecord::new(&st, "/v1/completions", new_id("cmpl"), caller, &headers);
     let p = match prepare(&st, &mut rec, body).await {
         Ok(p) => p,
         Err(e) => return reject(rec, e),
