@@ -1,5 +1,6 @@
 //! Indus: an on-premise LLM inference serving runtime.
 
+pub mod bench;
 pub mod config;
 pub mod embedded;
 pub mod engine;

@@ -27,6 +27,8 @@ enum Command {
     Generate(Box<GenerateArgs>),
     /// Download a model from the Hugging Face hub into HF_HOME.
     Download(DownloadArgs),
+    /// Benchmarks: load-test any OpenAI-compatible server, offline throughput and latency, sweeps with plots.
+    Bench(indus::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -154,5 +156,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(a) => serve(*a),
         Command::Generate(a) => generate(*a),
         Command::Download(a) => download(a),
+        Command::Bench(a) => indus::bench::run(a),
     }
 }
