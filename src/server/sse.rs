@@ -68,9 +68,7 @@ impl<F: ChunkFormat> Driver<F> {
                 Err(e) => return Some(self.fail(e.into())),
             };
             let slot = prompt * self.n + out.index;
-            let Some(rec) = self.rec.as_mut() else {
-                return None;
-            };
+            let rec = self.rec.as_mut()?;
             rec.add_completion(slot, out.token_ids.len(), &out.text, out.finish_reason);
             self.longest[prompt] = self.longest[prompt].max(out.num_generated_tokens);
             let mut events: Vec<String> = self.fmt.chunk(slot, &out).into_iter().collect();
