@@ -264,6 +264,6 @@ mod tests {
         assert!((s.goodput.unwrap() - 0.5).abs() < 1e-9);
         assert!((s.tpot.mean_ms - 150.0).abs() < 1e-9);
         assert!((s.ttft.p50_ms - 200.0).abs() < 1e-9);
-        assert_eq!(s.max_concurrency_observed, 3);
+        assert_eq!(s.max_concurrency_observed, 2);
     }
 }
