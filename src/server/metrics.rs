@@ -220,7 +220,9 @@ impl Metrics {
         if let Some(engine) = engine {
             let s = engine.stats();
             self.running.set(s.running as f64);
-            self.waiting.set(s.waiting as f64);
+            // Requests still in the engine's channel are waiting too.
+            self.waiting
+                .set(s.waiting.max(engine.num_waiting() as u64) as f64);
             self.kv_usage.set(s.kv_usage());
             self.kv_free.set(s.free_blocks as f64);
             self.kv_total.set(s.total_blocks as f64);
