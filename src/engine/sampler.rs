@@ -24,13 +24,22 @@ pub struct History<'a> {
     pub output: &'a [u32],
 }
 
-fn apply_penalties(logits: &mut [f32], p: &SamplingParams, h: &History<'_>) {
+/// Applies the penalties in place; returns the raw logits it overwrote, so logprobs can still
+/// be reported from the model's own distribution without copying the whole row.
+fn apply_penalties(logits: &mut [f32], p: &SamplingParams, h: &History<'_>) -> Vec<(u32, f32)> {
+    let mut originals: Vec<(u32, f32)> = Vec::new();
+    let mut remember = |t: u32, l: f32| {
+        if !originals.iter().any(|o| o.0 == t) {
+            originals.push((t, l));
+        }
+    };
     if p.repetition_penalty != 1.0 {
         let mut seen = std::collections::HashSet::new();
         for &t in h.prompt.iter().chain(h.output) {
             if seen.insert(t)
                 && let Some(l) = logits.get_mut(t as usize)
             {
+                remember(t, *l);
                 *l = if *l > 0.0 {
                     *l / p.repetition_penalty
                 } else {
@@ -46,10 +55,12 @@ fn apply_penalties(logits: &mut [f32], p: &SamplingParams, h: &History<'_>) {
         }
         for (t, c) in counts {
             if let Some(l) = logits.get_mut(t as usize) {
+                remember(t, *l);
                 *l -= p.frequency_penalty * c as f32 + p.presence_penalty;
             }
         }
     }
+    originals
 }
 
 fn argmax(xs: &[f32]) -> u32 {
@@ -64,20 +75,30 @@ fn argmax(xs: &[f32]) -> u32 {
     best as u32
 }
 
-/// `k` largest (id, value) pairs, largest first, ties to the lower id.
+/// `k` largest (id, value) pairs, largest first, ties to the lower id. One pass with a
+/// k-sized buffer: for the small k of logprobs and top-k sampling most elements are rejected
+/// by a single comparison.
 pub fn top_k_of(xs: &[f32], k: usize) -> Vec<(u32, f32)> {
     let k = k.min(xs.len());
     if k == 0 {
         return Vec::new();
     }
-    let mut idx: Vec<u32> = (0..xs.len() as u32).collect();
-    let cmp = |a: &u32, b: &u32| xs[*b as usize].total_cmp(&xs[*a as usize]).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
+    // Ascending by (value, Reverse(id)): the buffer's first entry is the one to evict.
+    let better = |a: (u32, f32), b: (u32, f32)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+    let mut buf: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &v) in xs.iter().enumerate() {
+        let item = (i as u32, v);
+        if buf.len() == k && !better(item, buf[0]) {
+            continue;
+        }
+        let pos = buf.partition_point(|&b| better(item, b));
+        buf.insert(pos, item);
+        if buf.len() > k {
+            buf.remove(0);
+        }
     }
-    idx.sort_unstable_by(cmp);
-    idx.into_iter().map(|i| (i, xs[i as usize])).collect()
+    buf.reverse();
+    buf
 }
 
 fn logsumexp(xs: &[f32]) -> f32 {
@@ -104,11 +125,7 @@ pub fn sample(
             .collect::<Vec<_>>();
         (lse, top)
     });
-    let raw_of = |logits_raw: f32, lse: f32| logits_raw - lse;
-    // Keep the chosen token's raw logit: remember the row only when logprobs are wanted.
-    let raw_row: Option<Vec<f32>> = raw_logprobs.as_ref().map(|_| logits.to_vec());
-
-    apply_penalties(logits, params, history);
+    let originals = apply_penalties(logits, params, history);
     let token = if params.is_greedy() {
         argmax(logits)
     } else {
@@ -116,10 +133,31 @@ pub fn sample(
     };
     let lp = raw_logprobs.map(|(lse, top)| TokenLogprob {
         token_id: token,
-        logprob: raw_of(raw_row.as_ref().map_or(0.0, |r| r[token as usize]), lse),
+        logprob: originals
+            .iter()
+            .find(|o| o.0 == token)
+            .map_or(logits[token as usize], |o| o.1)
+            - lse,
         top,
     });
     (token, lp)
+}
+
+/// Sorts (descending) a prefix of `cands` long enough to hold `mass`: doubling a partial
+/// selection instead of sorting a 128k vocabulary, since the nucleus is usually small.
+fn sort_prefix_reaching(cands: &mut [(u32, f32)], mass: f32) {
+    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut k = 64.min(cands.len());
+    loop {
+        if k < cands.len() {
+            cands.select_nth_unstable_by(k - 1, cmp);
+        }
+        cands[..k].sort_unstable_by(cmp);
+        if k == cands.len() || cands[..k].iter().map(|c| c.1).sum::<f32>() >= mass {
+            return;
+        }
+        k = (k * 4).min(cands.len());
+    }
 }
 
 fn sample_random(logits: &mut [f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
@@ -147,7 +185,7 @@ fn sample_random(logits: &mut [f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -
         total = cands.iter().map(|c| c.1).sum();
     }
     if p.top_p < 1.0 {
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        sort_prefix_reaching(&mut cands, p.top_p * total);
         let limit = p.top_p * total;
         let mut acc = 0f32;
         let mut keep = cands.len();
@@ -227,6 +265,22 @@ mod tests {
         };
         assert_eq!(draw(42), draw(42));
         assert_ne!(draw(42), draw(43));
+    }
+
+    #[test]
+    fn top_k_of_matches_a_full_sort() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for k in [1, 2, 5, 20, 100] {
+            // Coarse values so ties occur.
+            let xs: Vec<f32> = (0..500)
+                .map(|_| (rng.random_range(0..50) as f32) / 4.0)
+                .collect();
+            let mut all: Vec<(u32, f32)> =
+                xs.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            all.truncate(k);
+            assert_eq!(top_k_of(&xs, k), all, "k = {k}");
+        }
     }
 
     #[test]
