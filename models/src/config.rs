@@ -279,6 +279,33 @@ mod tests {
     }
 
     #[test]
+    fn mistral_sliding_window_caps_the_context() {
+        let text = r#"{"architectures":["MistralForCausalLM"],"hidden_size":4096,
+          "intermediate_size":14336,"num_hidden_layers":32,"num_attention_heads":32,
+          "num_key_value_heads":8,"vocab_size":32000,"rms_norm_eps":1e-5,
+          "rope_theta":10000.0,"max_position_embeddings":32768,"sliding_window":4096}"#;
+        let c = ModelConfig::from_json(text).unwrap();
+        assert_eq!(c.architecture, Architecture::Mistral);
+        assert_eq!(c.max_context(), 4096);
+        assert!(!c.tie_word_embeddings && !c.qkv_bias);
+        let v02 = text.replace("4096}", "null}");
+        assert_eq!(ModelConfig::from_json(&v02).unwrap().max_context(), 32768);
+    }
+
+    #[test]
+    fn qwen2_defaults_to_bias_and_ignores_unused_window() {
+        let text = r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":896,
+          "intermediate_size":4864,"num_hidden_layers":24,"num_attention_heads":14,
+          "num_key_value_heads":2,"vocab_size":151936,"rope_theta":1000000.0,
+          "max_position_embeddings":32768,"sliding_window":32768,"use_sliding_window":false,
+          "tie_word_embeddings":true}"#;
+        let c = ModelConfig::from_json(text).unwrap();
+        assert!(c.qkv_bias && c.tie_word_embeddings);
+        assert_eq!(c.head_dim, 64);
+        assert_eq!(c.sliding_window, None);
+    }
+
+    #[test]
     fn rejects_unknown_architecture() {
         let text = LLAMA3_8B.replace("LlamaForCausalLM", "GPT2LMHeadModel");
         let err = ModelConfig::from_json(&text).unwrap_err();
