@@ -6,11 +6,11 @@
 use super::error::ApiError;
 use super::openai::types::Usage;
 use super::record::RequestRecord;
-use crate::engine::{FinishReason, OutputStream, RequestOutput};
+use crate::engine::{EngineError, FinishReason, OutputStream, RequestOutput};
 use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, SelectAll, StreamExt};
+use futures::stream::{self, BoxStream, SelectAll, StreamExt};
 use std::convert::Infallible;
 
 /// Turns engine updates into an endpoint's JSON chunks.
@@ -23,8 +23,7 @@ pub trait ChunkFormat: Send + 'static {
     fn usage(&mut self, usage: Usage) -> String;
 }
 
-type Tagged = stream::Map<OutputStream, Box<dyn FnMut(TaggedItem) -> (usize, TaggedItem) + Send>>;
-type TaggedItem = Result<RequestOutput, crate::engine::EngineError>;
+type Tagged = BoxStream<'static, (usize, Result<RequestOutput, EngineError>)>;
 
 struct Driver<F> {
     merged: SelectAll<Tagged>,
@@ -51,12 +50,7 @@ impl<F: ChunkFormat> Driver<F> {
         loop {
             let (prompt, item) = match self.merged.next().await {
                 Some(x) => x,
-                None => (
-                    0,
-                    Err(crate::engine::EngineError::Internal(
-                        "the engine stopped".into(),
-                    )),
-                ),
+                None => (0, Err(EngineError::Internal("the engine stopped".into()))),
             };
             let out = match item {
                 Ok(out) if out.finish_reason != Some(FinishReason::Abort) => out,
@@ -114,11 +108,12 @@ pub fn respond<F: ChunkFormat>(
     rec.stream = true;
     let id = rec.id.clone();
     let count = streams.len();
-    let merged = stream::select_all(streams.into_iter().enumerate().map(|(i, s)| {
-        let tag: Box<dyn FnMut(TaggedItem) -> (usize, TaggedItem) + Send> =
-            Box::new(move |x| (i, x));
-        s.map(tag)
-    }));
+    let merged = stream::select_all(
+        streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| -> Tagged { s.map(move |x| (i, x)).boxed() }),
+    );
     let driver = Driver {
         merged,
         rec: Some(rec),
