@@ -146,6 +146,7 @@ pub fn engine_config(
         None => {
             let budget = match &cache.kv_cache_memory {
                 Some(s) => parse_bytes(s).map_err(LoadError::Config)?,
+                None if model.device().is_cuda() => gpu_kv_budget(model, cache, sched)?,
                 None => 512 << 20,
             };
             (budget / block_bytes).min(needed_blocks)
@@ -170,7 +171,68 @@ pub fn engine_config(
         enable_prefix_caching: !cache.no_enable_prefix_caching,
         max_waiting_requests: sched.max_waiting_requests.unwrap_or(usize::MAX),
         seed,
+        fault_panic_at_step: std::env::var("INDUS_FAULT_PANIC_AT_STEP")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     })
+}
+
+/// Bytes of activations one step may need beyond weights and KV: the widest intermediate
+/// tensors of a `max_num_batched_tokens` step plus the logits of `max_num_seqs` rows, in f32,
+/// doubled for allocator slack.
+fn activation_headroom(model: &CausalLm, sched: &SchedulerArgs) -> usize {
+    let c = model.config();
+    let per_token = 4 * c.hidden_size
+        + 3 * c.intermediate_size
+        + (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+    2 * 4 * (sched.max_num_batched_tokens * per_token + sched.max_num_seqs * c.vocab_size)
+}
+
+/// The KV budget on a GPU: `--gpu-memory-utilization` of the card, minus what is already in
+/// use (the weights just loaded, other processes) and the activation headroom.
+#[cfg(feature = "cuda")]
+fn gpu_kv_budget(
+    model: &CausalLm,
+    cache: &CacheArgs,
+    sched: &SchedulerArgs,
+) -> Result<usize, LoadError> {
+    use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
+    if !(0.0..=1.0).contains(&cache.gpu_memory_utilization) {
+        return Err(LoadError::Config(
+            "--gpu-memory-utilization must be in (0, 1]".into(),
+        ));
+    }
+    let cuda = model.device().as_cuda_device()?;
+    cuda.cuda_stream()
+        .context()
+        .bind_to_thread()
+        .map_err(|e| LoadError::Config(format!("CUDA context: {e}")))?;
+    let (free, total) =
+        mem_get_info().map_err(|e| LoadError::Config(format!("cudaMemGetInfo: {e}")))?;
+    let allowed = (total as f64 * cache.gpu_memory_utilization) as usize;
+    let used = total - free;
+    let budget = allowed
+        .saturating_sub(used)
+        .saturating_sub(activation_headroom(model, sched));
+    tracing::info!(
+        total_gib = total as f64 / (1u64 << 30) as f64,
+        used_gib = used as f64 / (1u64 << 30) as f64,
+        kv_gib = budget as f64 / (1u64 << 30) as f64,
+        "GPU memory plan"
+    );
+    Ok(budget)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_kv_budget(
+    model: &CausalLm,
+    _cache: &CacheArgs,
+    sched: &SchedulerArgs,
+) -> Result<usize, LoadError> {
+    let _ = activation_headroom(model, sched);
+    Err(LoadError::Config(
+        "this build has no CUDA support (build with --features cuda)".into(),
+    ))
 }
 
 /// Loads and starts: the common path of `serve`, `generate` and `bench`.

@@ -274,3 +274,24 @@ fn invalid_requests_are_refused_clearly() {
     // The engine still serves.
     assert_eq!(run_alone(&h, &[5, 6, 7], greedy(3)).len(), 3);
 }
+
+#[test]
+fn an_engine_panic_fails_every_request_and_refuses_new_ones() {
+    let mut cfg = config(256, 64, 8);
+    cfg.fault_panic_at_step = Some(3);
+    let h = engine("tiny-llama", cfg);
+    let streams: Vec<_> = prompts(&[5, 9], 2)
+        .into_iter()
+        .map(|p| h.submit(Request::new("doomed", p, greedy(20))).unwrap())
+        .collect();
+    for s in streams {
+        let err = s.blocking_collect().unwrap_err();
+        assert!(
+            matches!(err, indus::engine::EngineError::Internal(_)),
+            "{err:?}"
+        );
+    }
+    assert!(!h.is_alive());
+    let err = h.submit(Request::new("late", vec![5, 6], greedy(2))).err();
+    assert_eq!(err, Some(indus::engine::EngineError::NotRunning));
+}

@@ -181,6 +181,36 @@ async fn a_model_that_cannot_load_exits_non_zero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot load the model"));
 }
 
+/// An engine-thread panic fails the stream in flight (an error event, after which the
+/// stream ends) and the server exits non-zero.
+#[tokio::test]
+async fn an_engine_panic_fails_requests_and_exits_non_zero() {
+    let mut s = TestServer::start_with_env(&[], &[("INDUS_FAULT_PANIC_AT_STEP", "5")]);
+    let resp = reqwest::Client::new()
+        .post(s.url("/v1/completions"))
+        .json(&long_stream(50))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the stream starts before the crash");
+    let body = resp.text().await.unwrap();
+    let events = sse_data(&body);
+    let error = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .find(|v| v.get("error").is_some())
+        .expect("an error event");
+    assert_error_shape(&error);
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.contains("\"finish_reason\":\"length\"")),
+        "the request must not look complete"
+    );
+    let status = s.wait_exit(Duration::from_secs(20)).expect("server exits");
+    assert!(!status.success(), "exit status {status:?}");
+}
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

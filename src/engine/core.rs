@@ -30,6 +30,10 @@ pub struct EngineConfig {
     pub max_waiting_requests: usize,
     /// Seed of the RNG that seeds unseeded requests.
     pub seed: u64,
+    /// Fault injection: panic in the engine thread at this step (from the environment
+    /// variable `INDUS_FAULT_PANIC_AT_STEP`), so tests can prove a crash fails every
+    /// in-flight request and the server exits non-zero. Never set in production.
+    pub fault_panic_at_step: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +46,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             max_waiting_requests: usize::MAX,
             seed: 0,
+            fault_panic_at_step: None,
         }
     }
 }
@@ -307,7 +312,10 @@ impl Engine {
             }
         };
         self.scheduler.step_done(&out);
-        self.stats.count_step();
+        let step = self.stats.count_step();
+        if self.config.fault_panic_at_step == Some(step) {
+            panic!("fault injection: INDUS_FAULT_PANIC_AT_STEP={step}");
+        }
 
         let sampled: Vec<SeqId> = out
             .seqs

@@ -79,7 +79,8 @@ impl EngineStats {
         self.preemptions.store(u.preemptions, Relaxed);
     }
 
-    pub(crate) fn count_step(&self) {
-        self.steps.fetch_add(1, Relaxed);
+    /// Counts a step; returns its 1-based number.
+    pub(crate) fn count_step(&self) -> u64 {
+        self.steps.fetch_add(1, Relaxed) + 1
     }
 }
