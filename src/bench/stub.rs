@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +65,11 @@ impl StubServer {
     pub async fn start_on(addr: &str, cfg: StubConfig) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        // Without TCP_NODELAY a chunk written while the headers await their (delayed) ACK
+        // is held back by Nagle's algorithm: tens of milliseconds on the first token.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let shared = Arc::new(Shared {
             cfg,
             requests: AtomicUsize::new(0),
