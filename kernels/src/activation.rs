@@ -51,4 +51,13 @@ impl CustomOp1 for SiluMul {
             other => return Err(unsupported(op, other)),
         })
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::silu_mul(x, l)
+    }
 }

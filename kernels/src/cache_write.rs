@@ -19,6 +19,11 @@ pub fn write_kv_cache(cache: &Tensor, new: &Tensor, slot_mapping: &Tensor) -> Re
             cache.dtype()
         );
     }
+    if cache.device().is_cuda() && slot_mapping.dtype() != candle_core::DType::I64 {
+        // The CUDA kernel reads i64 slots (the metadata's own dtype).
+        let slots = slot_mapping.to_dtype(candle_core::DType::I64)?;
+        return cache.inplace_op3(&new, &slots, &WriteKvCache);
+    }
     cache.inplace_op3(&new, slot_mapping, &WriteKvCache)
 }
 
@@ -90,5 +95,18 @@ impl InplaceOp3 for WriteKvCache {
             }
             (c, _) => Err(unsupported(op, c)),
         }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        cache: &mut candle_core::CudaStorage,
+        cache_l: &Layout,
+        new: &candle_core::CudaStorage,
+        new_l: &Layout,
+        slots: &candle_core::CudaStorage,
+        slots_l: &Layout,
+    ) -> Result<()> {
+        crate::cuda::ops::write_kv_cache(cache, cache_l, new, new_l, slots, slots_l)
     }
 }

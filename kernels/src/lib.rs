@@ -7,17 +7,22 @@
 
 pub mod activation;
 pub mod cache_write;
+pub mod check;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod elem;
 pub mod kv_layout;
 pub mod metadata;
 pub mod norm;
 pub mod paged_attention;
 pub mod rotary;
+pub mod sampling;
 
 pub use activation::silu_mul;
 pub use cache_write::write_kv_cache;
 pub use kv_layout::KvCacheShape;
 pub use metadata::AttentionMetadata;
 pub use norm::{fused_add_rms_norm, rms_norm};
-pub use paged_attention::paged_attention;
+pub use paged_attention::{PagedAttentionOptions, paged_attention, paged_attention_with};
 pub use rotary::apply_rotary;
+pub use sampling::SamplingRow;

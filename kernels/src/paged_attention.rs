@@ -8,13 +8,143 @@
 
 use crate::elem::{Elem, contiguous, unsupported};
 use crate::kv_layout::KvCacheShape;
-use crate::metadata::{AttentionMetadata, HostAttentionMetadata};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::metadata::{AttentionMetadata, DeviceAttentionMetadata, HostAttentionMetadata};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
-struct PagedAttention {
-    scale: f32,
-    meta: Arc<HostAttentionMetadata>,
+pub(crate) struct PagedAttention {
+    pub(crate) scale: f32,
+    pub(crate) meta: Arc<HostAttentionMetadata>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) device: Option<DeviceAttentionMetadata>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) options: PagedAttentionOptions,
+}
+
+/// How the CUDA path splits long decode contexts (split-K / flash-decoding). The CPU path ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeSplit {
+    /// Split when the context is long and the batch leaves SMs idle (see [`plan_attention`]).
+    #[default]
+    Auto,
+    /// One CTA covers a sequence's whole context.
+    Off,
+    /// Partitions of this many tokens (a multiple of 16), each reduced by a second kernel.
+    Partition(usize),
+}
+
+/// Kernel choices of the CUDA path (for tests and benchmarks; the defaults are what the engine uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PagedAttentionOptions {
+    pub decode_split: DecodeSplit,
+    /// Run every query token through the decode/general kernel, never the tensor-core prefill kernel.
+    pub general_kernel_only: bool,
+}
+
+/// Tokens per split-K partition of the decode kernel.
+pub const DECODE_PARTITION_SIZE: usize = 512;
+/// Head sizes of the decode/general kernel; the tensor-core prefill kernel takes [`PREFILL_HEAD_SIZES`].
+pub const DECODE_HEAD_SIZES: [usize; 3] = [64, 128, 256];
+pub const PREFILL_HEAD_SIZES: [usize; 2] = [64, 128];
+
+/// Which CUDA kernels one paged-attention call launches. A pure function of the step's shape, so it is unit-tested
+/// on CPU; the CUDA forward follows it to the letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionPlan {
+    /// Tensor-core prefill kernel for the sequences with more than one query token.
+    pub prefill: bool,
+    /// Decode/general kernel (one CTA per query token and KV head).
+    pub general: bool,
+    /// The general kernel skips sequences with q_len != 1 (the prefill kernel has them).
+    pub only_single: bool,
+    /// Query heads per CTA of the general kernel (1, 2, 4 or 8) and CTAs per KV head.
+    pub group_max: usize,
+    pub head_chunks: usize,
+    /// Split-K partitions of the general kernel (1: none) and their size in tokens.
+    pub partitions: usize,
+    pub partition_size: usize,
+}
+
+/// Plans the CUDA kernels of one call; errors where no kernel covers the shape.
+pub fn plan_attention(
+    meta: &HostAttentionMetadata,
+    dtype: DType,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_size: usize,
+    sm_count: usize,
+    options: PagedAttentionOptions,
+) -> Result<AttentionPlan> {
+    if !DECODE_HEAD_SIZES.contains(&head_size) {
+        candle_core::bail!(
+            "paged_attention: head size {head_size} has no CUDA kernel (supported: {DECODE_HEAD_SIZES:?})"
+        );
+    }
+    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+        candle_core::bail!("paged_attention: dtype {dtype:?} has no CUDA kernel");
+    }
+    if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+        candle_core::bail!("paged_attention: {num_heads} heads for {num_kv_heads} kv heads");
+    }
+    let q_len = |s: usize| meta.query_start_loc[s + 1] - meta.query_start_loc[s];
+    let n = meta.num_seqs();
+    let any_multi = (0..n).any(|s| q_len(s) > 1);
+    let any_single = (0..n).any(|s| q_len(s) == 1);
+    let tensor_cores = matches!(dtype, DType::BF16 | DType::F16)
+        && PREFILL_HEAD_SIZES.contains(&head_size)
+        && !options.general_kernel_only;
+    let prefill = any_multi && tensor_cores;
+    let general = !prefill || any_single;
+    let group = num_heads / num_kv_heads;
+    let group_max = if group >= 8 {
+        8
+    } else {
+        group.next_power_of_two()
+    };
+    let head_chunks = group.div_ceil(group_max);
+    // Split-K only for pure decode steps: partial results are kept per query token.
+    let (mut partitions, mut partition_size) = (1, DECODE_PARTITION_SIZE);
+    if general && !any_multi {
+        let max_ctx = (0..n)
+            .filter(|&s| q_len(s) == 1)
+            .map(|s| meta.context_lens[s] as usize)
+            .max()
+            .unwrap_or(0);
+        let singles = (0..n).filter(|&s| q_len(s) == 1).count();
+        let ctas = singles * num_kv_heads * head_chunks;
+        match options.decode_split {
+            DecodeSplit::Off => {}
+            DecodeSplit::Partition(p) => {
+                if p == 0 || p % 16 != 0 {
+                    candle_core::bail!(
+                        "paged_attention: partition size {p} must be a positive multiple of 16"
+                    );
+                }
+                partition_size = p;
+                partitions = max_ctx.div_ceil(p).max(1);
+            }
+            DecodeSplit::Auto => {
+                let plenty = ctas >= 8 * sm_count && max_ctx <= 4 * DECODE_PARTITION_SIZE;
+                if max_ctx > DECODE_PARTITION_SIZE && !plenty {
+                    partitions = max_ctx.div_ceil(DECODE_PARTITION_SIZE);
+                }
+            }
+        }
+        if partitions > 65_535 {
+            candle_core::bail!(
+                "paged_attention: context of {max_ctx} tokens needs too many partitions"
+            );
+        }
+    }
+    Ok(AttentionPlan {
+        prefill,
+        general,
+        only_single: prefill,
+        group_max,
+        head_chunks,
+        partitions,
+        partition_size,
+    })
 }
 
 /// Attention of `q` (`[num_tokens, num_heads, head_size]`) against the paged caches
@@ -29,12 +159,37 @@ pub fn paged_attention(
     meta: &AttentionMetadata,
     scale: f32,
 ) -> Result<Tensor> {
-    let q = q.contiguous()?;
+    paged_attention_with(
+        q,
+        k_cache,
+        v_cache,
+        meta,
+        scale,
+        PagedAttentionOptions::default(),
+    )
+}
+
+/// [`paged_attention`] with explicit CUDA kernel choices (tests, benchmarks).
+pub fn paged_attention_with(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &AttentionMetadata,
+    scale: f32,
+    options: PagedAttentionOptions,
+) -> Result<Tensor> {
+    let mut q = q.contiguous()?;
+    if q.device().is_cuda() && q.layout().start_offset() % 8 != 0 {
+        // The CUDA kernels read q with 16-byte loads.
+        q = q.copy()?;
+    }
     let shape = KvCacheShape::from_dims(k_cache.dims())?;
     meta.host.validate(shape.block_size)?;
     let op = PagedAttention {
         scale,
         meta: meta.host.clone(),
+        device: meta.device.clone(),
+        options,
     };
     q.apply_op3_no_bwd(k_cache, v_cache, &op)
 }
@@ -167,5 +322,18 @@ impl CustomOp3 for PagedAttention {
             (q, _, _) => return Err(unsupported(op, q)),
         };
         Ok((out, q_l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        q: &candle_core::CudaStorage,
+        q_l: &Layout,
+        k: &candle_core::CudaStorage,
+        k_l: &Layout,
+        v: &candle_core::CudaStorage,
+        v_l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::attention::forward(self, q, q_l, k, k_l, v, v_l)
     }
 }

@@ -10,8 +10,15 @@ struct Rotary;
 
 /// Rotates `x` (`[num_tokens, num_heads, head_size]`) with per-token `cos`/`sin`
 /// (`[num_tokens, head_size / 2]`, same dtype as x or f32).
+///
+/// On CUDA, `x` may be a strided view (unit stride inside a head, e.g. q or k narrowed out of the fused qkv
+/// projection): the kernel reads it in place, so no copy is made. The output is always contiguous.
 pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let x = x.contiguous()?;
+    let x = if x.device().is_cuda() && x.rank() == 3 && x.stride()[2] == 1 {
+        x.clone()
+    } else {
+        x.contiguous()?
+    };
     let cos = cos.to_dtype(candle_core::DType::F32)?.contiguous()?;
     let sin = sin.to_dtype(candle_core::DType::F32)?.contiguous()?;
     x.apply_op3_no_bwd(&cos, &sin, &Rotary)
@@ -73,5 +80,18 @@ impl CustomOp3 for Rotary {
             other => return Err(unsupported(op, other)),
         };
         Ok((out, x_l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        x_l: &Layout,
+        cos: &candle_core::CudaStorage,
+        cos_l: &Layout,
+        sin: &candle_core::CudaStorage,
+        sin_l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::rotary(x, x_l, cos, cos_l, sin, sin_l)
     }
 }

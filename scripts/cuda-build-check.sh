@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Compile-and-link check of the CUDA build, on a machine with no GPU: installs the pinned CUDA 13.0
+# toolchain if it is missing (scripts/install-cuda-toolchain.sh), then builds the whole workspace with
+# `--release --features cuda` in a persistent target dir, so later runs are incremental.
+#
+# usage: scripts/cuda-build-check.sh [extra cargo build args]
+#   INDUS_CUDA_TARGET_DIR   target dir (default $HOME/.cache/indus/target-cuda)
+#   INDUS_CUDA_ARCHS        archs of our kernels (default from .cuda-env: 80;86;89;90)
+#   INDUS_CUDA_CLIPPY=1     also run clippy -D warnings on indus-kernels with --features cuda
+# The workspace build includes indus-kernels' `indus-gpu-check` binary (required-features = cuda).
+# Measured on the 2-core dev/CI machine: see docs/perf/README.md ("CUDA build times").
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+"$repo/scripts/install-cuda-toolchain.sh"
+# shellcheck disable=SC1091
+source "$repo/.cuda-env"
+export CARGO_TARGET_DIR=${INDUS_CUDA_TARGET_DIR:-$HOME/.cache/indus/target-cuda}
+
+start=$(date +%s)
+echo "== cargo build --release --features cuda (target dir $CARGO_TARGET_DIR)"
+nice -n 19 cargo build --release --features cuda --workspace --bins --lib "$@"
+if [ "${INDUS_CUDA_CLIPPY:-0}" = 1 ]; then
+  echo "== cargo clippy -p indus-kernels --features cuda --all-targets -D warnings"
+  nice -n 19 cargo clippy -p indus-kernels --features cuda --all-targets -- -D warnings
+fi
+echo "cuda build check OK in $(( $(date +%s) - start )) s"
