@@ -497,7 +497,7 @@ fn latency_table(r: &LatencyResult) -> String {
         "Decode throughput (tok/s):",
         r.decode_tokens_per_s,
         "Batch end-to-end (ms, mean):",
-        r.e2e_ms_mean / 1.0,
+        r.e2e_ms_mean,
         " Roofline ",
         "Weights:",
         format!(

@@ -231,6 +231,13 @@ fn panel<DB: DrawingBackend>(
         .x_desc(x_desc)
         .y_desc(y_desc)
         .x_label_formatter(x_fmt)
+        .y_label_formatter(&|y: &f64| {
+            if y1 >= 20.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y:.1}")
+            }
+        })
         .draw()
         .map_err(e)?;
     for s in series {
