@@ -371,6 +371,51 @@ mod tests {
     }
 
     #[test]
+    fn sharegpt_takes_first_turns_filters_and_repeats() {
+        let dir = std::env::temp_dir().join(format!("indus-sharegpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sg.json");
+        let long = "word ".repeat(40);
+        let data = serde_json::json!([
+            {"id": "a", "conversations": [
+                {"from": "human", "value": long.clone()},
+                {"from": "gpt", "value": "answer ".repeat(20)}]},
+            {"id": "short", "conversations": [
+                {"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello there friend"}]},
+            {"id": "one-turn", "conversations": [{"from": "human", "value": long.clone()}]},
+            {"id": "b", "conversation": [
+                {"role": "user", "content": long.clone()},
+                {"role": "assistant", "content": "reply ".repeat(10)}]}
+        ]);
+        std::fs::write(&path, data.to_string()).unwrap();
+        let args = DatasetArgs {
+            dataset_name: DatasetKind::Sharegpt,
+            dataset_path: Some(path.clone()),
+            ..Default::default()
+        };
+        let r = build(&args, 5, 0, false).unwrap();
+        assert_eq!(r.len(), 5);
+        assert!(r.iter().all(|x| x.prompt.as_text() == Some(long.as_str())));
+        // About 4 characters a token without a tokenizer: 200 chars → 50 tokens.
+        assert!(r.iter().all(|x| x.prompt_len == 50));
+        let mut outs: Vec<usize> = r.iter().map(|x| x.output_len).collect();
+        outs.sort();
+        outs.dedup();
+        assert_eq!(outs, vec![15, 35]);
+        let fixed = DatasetArgs {
+            sharegpt_output_len: Some(7),
+            ..args
+        };
+        assert!(
+            build(&fixed, 2, 0, false)
+                .unwrap()
+                .iter()
+                .all(|x| x.output_len == 7)
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn text_without_tokenizer_has_one_word_per_token() {
         let args = DatasetArgs {
             input_len: 12,

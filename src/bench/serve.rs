@@ -413,6 +413,35 @@ mod tests {
     }
 
     #[test]
+    fn cli_flags_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: ServeBenchArgs,
+        }
+        let c = Cli::parse_from([
+            "x",
+            "--model",
+            "m",
+            "--request-rate",
+            "inf",
+            "--random-input-len",
+            "7",
+            "--percentiles",
+            "25,75",
+            "--dataset-name",
+            "prefix",
+        ]);
+        assert!(c.a.request_rate.is_infinite());
+        assert_eq!(c.a.dataset.input_len, 7);
+        assert_eq!(c.a.percentiles, vec![25.0, 75.0]);
+        assert_eq!(c.a.dataset.dataset_name, DatasetKind::Prefix);
+        let c = Cli::parse_from(["x", "--model", "m", "--request-rate", "2.5"]);
+        assert_eq!(c.a.request_rate, 2.5);
+    }
+
+    #[test]
     fn url_joins_base_and_endpoint() {
         let mut a = ServeBenchArgs::new("http://h:1/", "m");
         assert_eq!(a.url(), "http://h:1/v1/completions");
