@@ -83,7 +83,7 @@ pub fn plan_attention(
     if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
         candle_core::bail!("paged_attention: dtype {dtype:?} has no CUDA kernel");
     }
-    if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+    if num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
         candle_core::bail!("paged_attention: {num_heads} heads for {num_kv_heads} kv heads");
     }
     let q_len = |s: usize| meta.query_start_loc[s + 1] - meta.query_start_loc[s];

@@ -50,7 +50,7 @@ impl SamplingRow {
 
     pub fn is_greedy(&self) -> bool {
         // The same test as the engine's SamplingParams::is_greedy; NaN counts as greedy.
-        !(self.temperature >= 1e-5)
+        self.temperature.is_nan() || self.temperature < 1e-5
     }
 }
 
@@ -135,7 +135,7 @@ fn sample_row(x: &[f32], p: &SamplingRow) -> u32 {
         let total: u64 = cands.iter().map(|c| c.1).sum();
         if total > 0 {
             let need = ((p.top_p as f64 * total as f64) as u64).max(1);
-            cands.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            cands.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
             let mut acc = 0u64;
             for (key, w) in cands {
                 acc += w;
