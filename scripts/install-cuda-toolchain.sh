@@ -59,7 +59,7 @@ else
   command -v gcc >/dev/null || { echo "gcc is needed (nvcc's host compiler, and the libcuda stub)" >&2; exit 1; }
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip install -q --disable-pip-version-check --no-warn-script-location --target "$tmp/w" "${pins[@]}"
+  python3 -m pip install -q --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --target "$tmp/w" "${pins[@]}"
   rm -rf "$prefix"
   mkdir -p "$prefix"
   cp -a "$tmp/w/nvidia/cu13/." "$prefix/"
@@ -95,11 +95,11 @@ cat > "$repo/.cuda-env" <<EOF
 export CUDA_HOME="$prefix"
 export CUDA_PATH="$prefix"
 case ":\$PATH:" in *":$prefix/bin:"*) ;; *) export PATH="$prefix/bin:\$PATH" ;; esac
-# one cap for candle-kernels (cudaforge takes a single value; 90 -> sm_90a)
-export CUDA_COMPUTE_CAP="$cap"
+# one cap for candle-kernels (cudaforge takes a single value; 90 -> sm_90a); a value set before sourcing wins
+export CUDA_COMPUTE_CAP="\${CUDA_COMPUTE_CAP:-$cap}"
 # the arch list for indus-kernels (kernels/build.rs): a cubin each, plus PTX of the highest
-export INDUS_CUDA_ARCHS="$archs"
-export INDUS_CUDA_TARGET_DIR="$target_dir"
+export INDUS_CUDA_ARCHS="\${INDUS_CUDA_ARCHS:-$archs}"
+export INDUS_CUDA_TARGET_DIR="\${INDUS_CUDA_TARGET_DIR:-$target_dir}"
 # link-time only: the stub libcuda and the toolkit libraries
 export LIBRARY_PATH="$prefix/lib:$prefix/lib/stubs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 EOF

@@ -115,7 +115,7 @@ pub fn plan_attention(
         match options.decode_split {
             DecodeSplit::Off => {}
             DecodeSplit::Partition(p) => {
-                if p == 0 || p % 16 != 0 {
+                if p == 0 || !p.is_multiple_of(16) {
                     candle_core::bail!(
                         "paged_attention: partition size {p} must be a positive multiple of 16"
                     );
@@ -179,7 +179,7 @@ pub fn paged_attention_with(
     options: PagedAttentionOptions,
 ) -> Result<Tensor> {
     let mut q = q.contiguous()?;
-    if q.device().is_cuda() && q.layout().start_offset() % 8 != 0 {
+    if q.device().is_cuda() && !q.layout().start_offset().is_multiple_of(8) {
         // The CUDA kernels read q with 16-byte loads.
         q = q.copy()?;
     }

@@ -286,9 +286,9 @@ fn check_rotary(dev: &Device, dt: DType, rng: &mut Rng, out: &mut Vec<CheckResul
         let angles: Vec<f32> = (0..tokens * half).map(|_| rng.uniform() * 40.0).collect();
         let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
         let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        // [tokens, 3 * heads, hs] narrowed to the k heads: strides (3 * heads * hs, hs, 1), no copy.
         let view = |t: Tensor| -> Result<Tensor> {
-            t.narrow(1, heads * hs, heads * hs)?
-                .reshape((tokens, heads, hs))
+            t.reshape((tokens, 3 * heads, hs))?.narrow(1, heads, heads)
         };
         let cpu_x = view(cpu_of(&qkv, &[tokens, width], dt)?)?;
         let cpu_c = Tensor::from_slice(&cos, (tokens, half), &Device::Cpu)?;
@@ -297,7 +297,12 @@ fn check_rotary(dev: &Device, dt: DType, rng: &mut Rng, out: &mut Vec<CheckResul
         let gx = to_dev(&qkv, &[tokens, width], dt, dev)?;
         let (gc, gs) = (cpu_c.to_device(dev)?, cpu_s.to_device(dev)?);
         poison_pool(dev, 64 << 20)?;
-        let strided = indus_kernels::apply_rotary(&view(gx.clone())?, &gc, &gs)?;
+        let gv = view(gx.clone())?;
+        assert!(
+            !gv.is_contiguous(),
+            "the strided case must be a strided view"
+        );
+        let strided = indus_kernels::apply_rotary(&gv, &gc, &gs)?;
         push(
             out,
             "rotary (strided qkv view)",

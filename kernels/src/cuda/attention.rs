@@ -72,7 +72,7 @@ pub(crate) fn forward(
             host.num_tokens()
         );
     }
-    if q_l.start_offset() % 8 != 0 {
+    if !q_l.start_offset().is_multiple_of(8) {
         candle_core::bail!("{OP}: q must start on a 16-byte boundary");
     }
     let dev = q.device().clone();

@@ -73,7 +73,8 @@ pub(crate) fn write_kv_cache(
         num_tokens: usize,
     ) -> Result<()> {
         let src = view::<T>(new, new_l, "write-kv-cache")?;
-        let vec = shape.head_size % T::VEC == 0 && new_l.start_offset() % T::VEC == 0;
+        let vec =
+            shape.head_size.is_multiple_of(T::VEC) && new_l.start_offset().is_multiple_of(T::VEC);
         let f = func(
             dev,
             Module::CacheWrite,
@@ -113,7 +114,7 @@ pub(crate) fn write_kv_cache(
 fn row_dims(x_l: &Layout, w_l: &Layout, op: &str) -> Result<(usize, usize)> {
     let dim = w_l.shape().elem_count();
     let n = x_l.shape().elem_count();
-    if dim == 0 || n % dim != 0 || x_l.dims().last() != Some(&dim) {
+    if dim == 0 || !n.is_multiple_of(dim) || x_l.dims().last() != Some(&dim) {
         candle_core::bail!(
             "{op}: weight of {dim} does not match input {:?}",
             x_l.dims()
@@ -135,6 +136,7 @@ pub(crate) fn rms_norm(
         candle_core::bail!("{op}: x {:?} vs weight {:?}", x.dtype(), w.dtype());
     }
     let dev = x.device().clone();
+    #[allow(clippy::too_many_arguments)]
     fn go<T: KernelType>(
         dev: &CudaDevice,
         x: &CudaStorage,
@@ -147,9 +149,9 @@ pub(crate) fn rms_norm(
     ) -> Result<CudaStorage> {
         let op = "rms-norm";
         let (xv, wv) = (view::<T>(x, x_l, op)?, view::<T>(w, w_l, op)?);
-        let vec = dim % T::VEC == 0
-            && x_l.start_offset() % T::VEC == 0
-            && w_l.start_offset() % T::VEC == 0;
+        let vec = dim.is_multiple_of(T::VEC)
+            && x_l.start_offset().is_multiple_of(T::VEC)
+            && w_l.start_offset().is_multiple_of(T::VEC);
         let mut out = alloc::<T>(dev, rows * dim)?;
         if rows > 0 {
             let f = func(dev, Module::Norm, &format!("rms_norm_{}", suffix::<T>(vec)))?;
@@ -205,10 +207,10 @@ pub(crate) fn fused_add_rms_norm(
             view::<T>(r, r_l, op)?,
             view::<T>(w, w_l, op)?,
         );
-        let vec = dim % T::VEC == 0
+        let vec = dim.is_multiple_of(T::VEC)
             && [x_l, r_l, w_l]
                 .iter()
-                .all(|l| l.start_offset() % T::VEC == 0);
+                .all(|l| l.start_offset().is_multiple_of(T::VEC));
         let mut out = alloc::<T>(dev, 2 * rows * dim)?;
         if rows > 0 {
             let f = func(
@@ -262,7 +264,7 @@ pub(crate) fn rotary(
         candle_core::bail!("{op}: x must have unit stride inside a head");
     }
     let half = hs / 2;
-    if hs % 2 != 0
+    if !hs.is_multiple_of(2)
         || cos_l.shape().elem_count() != tokens * half
         || sin_l.shape().elem_count() != tokens * half
     {
@@ -291,12 +293,12 @@ pub(crate) fn rotary(
         let (st, sh) = (stride[0], stride[1]);
         let xo = x_l.start_offset();
         let xs = x.as_cuda_slice::<T>()?.slice(xo..);
-        let vec = half % T::VEC == 0
-            && st % T::VEC == 0
-            && sh % T::VEC == 0
-            && xo % T::VEC == 0
-            && offsets.0 % T::VEC == 0
-            && offsets.1 % T::VEC == 0;
+        let vec = half.is_multiple_of(T::VEC)
+            && st.is_multiple_of(T::VEC)
+            && sh.is_multiple_of(T::VEC)
+            && xo.is_multiple_of(T::VEC)
+            && offsets.0.is_multiple_of(T::VEC)
+            && offsets.1.is_multiple_of(T::VEC);
         let mut out = alloc::<T>(dev, tokens * heads * hs)?;
         if tokens > 0 && heads > 0 && half > 0 {
             let f = func(
@@ -342,7 +344,7 @@ pub(crate) fn rotary(
 pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
     let op = "silu-mul";
     let (rows, width) = match l.dims() {
-        &[r, w] if w % 2 == 0 => (r, w),
+        &[r, w] if w.is_multiple_of(2) => (r, w),
         d => candle_core::bail!("{op}: input must be [tokens, 2 * inter], got {d:?}"),
     };
     let inter = width / 2;
@@ -355,7 +357,7 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
         inter: usize,
     ) -> Result<CudaStorage> {
         let xv = view::<T>(x, l, "silu-mul")?;
-        let vec = inter % T::VEC == 0 && l.start_offset() % T::VEC == 0;
+        let vec = inter.is_multiple_of(T::VEC) && l.start_offset().is_multiple_of(T::VEC);
         let mut out = alloc::<T>(dev, rows * inter)?;
         if rows > 0 && inter > 0 {
             let f = func(
