@@ -11,7 +11,7 @@ use crate::kv_cache::KvCache;
 use crate::rope::RotaryTables;
 use crate::weights::{LoadOptions, WeightSource};
 use crate::{ModelError, Result};
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear};
 use indus_kernels::{
     AttentionMetadata, fused_add_rms_norm, paged_attention, rms_norm, silu_mul, write_kv_cache,
@@ -130,20 +130,14 @@ impl Attention {
         meta: &AttentionMetadata,
     ) -> Result<Tensor> {
         let t = x.dim(0)?;
-        let (qn, kvn) = (
-            self.num_heads * self.head_dim,
-            self.num_kv_heads * self.head_dim,
-        );
-        let qkv = self.qkv.forward(x)?;
-        let q = qkv
-            .narrow(D::Minus1, 0, qn)?
-            .reshape((t, self.num_heads, self.head_dim))?;
-        let k = qkv
-            .narrow(D::Minus1, qn, kvn)?
-            .reshape((t, self.num_kv_heads, self.head_dim))?;
-        let v =
-            qkv.narrow(D::Minus1, qn + kvn, kvn)?
-                .reshape((t, self.num_kv_heads, self.head_dim))?;
+        let qn = self.num_heads * self.head_dim;
+        // Reshape first, then narrow over heads: q, k and v stay strided views of the one
+        // projection output (the CUDA rotary reads the strided rows without a copy).
+        let heads = self.num_heads + 2 * self.num_kv_heads;
+        let qkv = self.qkv.forward(x)?.reshape((t, heads, self.head_dim))?;
+        let q = qkv.narrow(1, 0, self.num_heads)?;
+        let k = qkv.narrow(1, self.num_heads, self.num_kv_heads)?;
+        let v = qkv.narrow(1, self.num_heads + self.num_kv_heads, self.num_kv_heads)?;
         let q = indus_kernels::apply_rotary(&q, cos, sin)?;
         let k = indus_kernels::apply_rotary(&k, cos, sin)?;
         write_kv_cache(&cache.0, &k, &meta.slot_mapping)?;
