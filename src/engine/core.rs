@@ -166,14 +166,9 @@ impl Engine {
         let NewRequest { key, request, tx } = new;
         let params = Arc::new(request.params);
         let prompt_len = request.prompt_token_ids.len();
-        let first = self.new_seq(request.prompt_token_ids.clone(), request.priority);
         let mut pending = Vec::new();
         for index in 0..params.n {
-            let seq = if index == 0 {
-                first.clone()
-            } else {
-                self.new_seq(request.prompt_token_ids.clone(), request.priority)
-            };
+            let seq = self.new_seq(request.prompt_token_ids.clone(), request.priority);
             self.choices.insert(
                 seq.id,
                 ChoiceState {
@@ -185,12 +180,14 @@ impl Engine {
                     num_generated: 0,
                 },
             );
-            if index > 0 {
+            // Choice 0 computes the prompt; the others wait to fork its blocks.
+            if index == 0 {
+                self.scheduler.add(seq);
+            } else {
                 pending.push(seq);
             }
         }
         self.next_arrival += 1;
-        self.scheduler.add(first);
         self.requests.insert(
             key,
             RequestState {

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 pub const FIXTURES: [&str; 3] = ["tiny-llama", "tiny-llama3", "tiny-qwen2"];
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    indus::loader::repo_fixture(name)
 }
 
 pub fn load(name: &str) -> (CausalLm, Arc<Tokenizer>) {
