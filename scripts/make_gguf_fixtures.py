@@ -50,6 +50,8 @@ FIXTURES = {
     "tiny-smollm2-tok": ("build:smollm2", [("q8_0", "convert")]),
 }
 
+# Llama 2 SentencePiece model (the tokenizer.json in the fixtures is its HF conversion)
+LLAMA2_SPM_SHA256 = "SPM_SHA"
 SMOL_SEED = 7  # weight seed of the gpt2-tokenizer fixture (fixed; checked by mf.evaluate-like stats)
 
 
@@ -86,7 +88,9 @@ def run(cmd: list[str], **kw) -> None:
 
 def build_smollm2_tok_model(dst: Path, smol_gguf: Path) -> None:
     """A tiny random LlamaForCausalLM with SmolLM2's byte-level BPE tokenizer (from its GGUF)."""
-    tok = AutoTokenizer.from_pretrained(smol_gguf.parent, gguf_file=smol_gguf.name)
+    from make_smollm2_goldens import smollm_tokenizer  # SmolLM's real pre-tokenizer restored
+
+    tok, _ = smollm_tokenizer(smol_gguf)
     tok.save_pretrained(dst)
     spec = dict(
         cls=LlamaForCausalLM,
@@ -120,7 +124,12 @@ def golden_for(path: Path, config_dir: Path) -> tuple[dict, dict]:
     meta = gguf_meta(path)
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     bos_id = meta.get("tokenizer.ggml.bos_token_id")
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if meta.get("tokenizer.ggml.pre") == "smollm":
+        from make_smollm2_goldens import smollm_tokenizer
+
+        tok, _ = smollm_tokenizer(path)
+    else:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     # transformers 4.57's GGUF config mapping drops llama3 rope scaling (its config comes back with
     # rope_scaling=None although the file has rope_freqs), so the weights come from the GGUF
     # (dequantized to f32 by transformers) and the config from the HF source directory.
@@ -157,6 +166,8 @@ def main() -> int:
     ap.add_argument("--smollm2-gguf", type=Path, default=Path(os.environ.get(
         "INDUS_TEST_SMOLLM2_GGUF",
         Path.home() / ".cache/indus/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+    ap.add_argument("--spm-model", type=Path, default=REPO_ROOT.parent / "shared/models/llama2-tokenizer/tokenizer.model",
+                    help="Llama 2 tokenizer.model (default ../shared/models/llama2-tokenizer/tokenizer.model)")
     ap.add_argument("--out", type=Path, default=FIX / "gguf")
     ap.add_argument("--only", choices=sorted(FIXTURES), default=None)
     args = ap.parse_args()
@@ -184,7 +195,17 @@ def main() -> int:
                 src.mkdir()
                 build_smollm2_tok_model(src, args.smollm2_gguf)
             else:
-                src = FIX / source
+                # A copy with the Llama 2 tokenizer.model beside tokenizer.json: convert_hf_to_gguf
+                # then takes its SentencePiece path (scores, token types from the .model), as for
+                # real Llama-2-vocab checkpoints; Qwen2's converter has no tokenizer.json-only
+                # SentencePiece path at all.
+                src = tmp / "hf"
+                shutil.copytree(FIX / source, src)
+                (src / "golden.safetensors").unlink()
+                spm = args.spm_model
+                if sha256(spm) != LLAMA2_SPM_SHA256:
+                    raise SystemExit(f"{spm}: unexpected sha256 {sha256(spm)}")
+                shutil.copyfile(spm, src / "tokenizer.model")
             made = {}
             for outtype, how in outs:
                 fname = f"{name}.{outtype}.gguf"
@@ -196,7 +217,7 @@ def main() -> int:
                     base = made[how.split(":", 1)[1]]
                     run([str(quantize), str(base), str(dst), outtype])
                 made[outtype] = dst
-                golden, info = golden_for(dst, src)
+                golden, info = golden_for(dst, FIX / source if source in ("tiny-llama3", "tiny-qwen2") else src)
                 gpath = args.out / f"{name}.{outtype}.golden.safetensors"
                 save_file(golden, str(gpath), metadata={"format": "pt", "gguf": fname})
                 meta = gguf_meta(dst)
@@ -225,6 +246,9 @@ def main() -> int:
                     entry["vs_safetensors_golden"] = diffs
                 summary[fname] = entry
                 print("  ", json.dumps(entry), flush=True)
+    old = args.out / "summary.json"
+    if old.exists():  # --only: keep the other fixtures' entries
+        summary = dict(json.loads(old.read_text()), **summary)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return 0
 

@@ -195,6 +195,27 @@ class LlamaServer:
         (OUT / ".llama-server.log").unlink(missing_ok=True)
 
 
+def smollm_tokenizer(gguf_path: Path):
+    """transformers' tokenizer from the GGUF, with SmolLM's real pre-tokenizer restored.
+
+    transformers 4.57's GGUF converter gives every gpt2-type vocab a bare ByteLevel(use_regex)
+    pre-tokenizer; SmolLM's tokenizer.json (what `tokenizer.ggml.pre = smollm` names, and what
+    llama.cpp implements) splits digits individually *first*. They differ where whitespace
+    precedes a digit ("a  1", "\n\n1"). Restored, llama.cpp's convert_hf_to_gguf.py recognises
+    the tokenizer as "smollm" by its hash of the reference text (make_gguf_fixtures.py relies on that).
+    Returns (tokenizer, raw_gguf_tokenizer).
+    """
+    from tokenizers import pre_tokenizers
+
+    raw = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+    return tok, raw
+
+
 def leading_agree(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -221,7 +242,7 @@ def main() -> int:
     add_bos = bool(reader.fields["tokenizer.ggml.add_bos_token"].contents())
     bos_id = int(reader.fields["tokenizer.ggml.bos_token_id"].contents())
 
-    tok = AutoTokenizer.from_pretrained(args.gguf.parent, gguf_file=args.gguf.name)
+    tok, raw_tok = smollm_tokenizer(args.gguf)
     model = AutoModelForCausalLM.from_pretrained(args.gguf.parent, gguf_file=args.gguf.name,
                                                  dtype=torch.float32, attn_implementation="eager")
     model.eval()
@@ -282,9 +303,19 @@ def main() -> int:
         (REPO_ROOT / "tests" / "fixtures" / "tokenizer_strings.json").write_text(
             json.dumps(strings, indent=1, ensure_ascii=False) + "\n")
         tg = [dict(text=s, ids=tok(s, add_special_tokens=False)["input_ids"]) for s in strings]
+        raw_differ = [dict(text=c["text"], ids=c["ids"], raw_gguf_ids=r)
+                      for c in tg if (r := raw_tok(c["text"], add_special_tokens=False)["input_ids"]) != c["ids"]]
         (OUT / "tokenizer_golden.json").write_text(json.dumps(
-            dict(tokenizer="transformers 4.57.6 AutoTokenizer.from_pretrained(gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf)",
-                 add_special_tokens=False, cases=tg), ensure_ascii=False) + "\n")
+            dict(tokenizer="transformers 4.57.6 AutoTokenizer.from_pretrained(gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf)"
+                           " with SmolLM's pre-tokenizer restored (Digits(individual) then ByteLevel), see"
+                           " smollm_tokenizer() in scripts/make_smollm2_goldens.py",
+                 add_special_tokens=False,
+                 n_differ_from_unpatched_transformers_gguf_tokenizer=len(raw_differ),
+                 cases=tg), ensure_ascii=False) + "\n")
+        (OUT / "tokenizer_raw_gguf_diff.json").write_text(json.dumps(
+            dict(note="strings where transformers' unpatched GGUF tokenizer (bare ByteLevel) differs",
+                 n_differ=len(raw_differ), differ=raw_differ), indent=1, ensure_ascii=False) + "\n")
+        print(f"tokenizer: unpatched transformers GGUF tokenizer differs on {len(raw_differ)} of {len(tg)} strings")
         if server is not None:
             diffs = []
             for c in tg:
