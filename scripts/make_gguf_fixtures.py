@@ -51,7 +51,7 @@ FIXTURES = {
 }
 
 # Llama 2 SentencePiece model (the tokenizer.json in the fixtures is its HF conversion)
-LLAMA2_SPM_SHA256 = "SPM_SHA"
+LLAMA2_SPM_SHA256 = "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347"
 SMOL_SEED = 7  # weight seed of the gpt2-tokenizer fixture (fixed; checked by mf.evaluate-like stats)
 
 
