@@ -92,6 +92,25 @@ def build_smollm2_tok_model(dst: Path, smol_gguf: Path) -> None:
 
     tok, _ = smollm_tokenizer(smol_gguf)
     tok.save_pretrained(dst)
+    # LlamaTokenizerFast.save_pretrained also writes a tokenizer.model that is no SentencePiece
+    # model; without it the converter takes its BPE (gpt2) path, as for the real SmolLM2 repo.
+    (dst / "tokenizer.model").unlink(missing_ok=True)
+    # transformers' GGUF conversion also leaves Llama/SentencePiece traces in tokenizer.json
+    # (byte_fallback, a ByteFallback/Replace("▁") decoder, a post-processor that prepends
+    # <|im_start|> as BOS although the GGUF says add_bos_token=false) and names the class
+    # LlamaTokenizer. Put them back as SmolLM2's own tokenizer files have them (plain byte-level
+    # BPE, GPT2Tokenizer), so the converter writes tokenizer.ggml.model = gpt2.
+    tj = json.loads((dst / "tokenizer.json").read_text())
+    tj["model"]["byte_fallback"] = False
+    tj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    tj["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    tj["normalizer"] = None
+    (dst / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False, indent=2) + "\n")
+    tc = json.loads((dst / "tokenizer_config.json").read_text())
+    tc["tokenizer_class"] = "GPT2Tokenizer"
+    tc["add_bos_token"] = False
+    tc.pop("legacy", None)
+    (dst / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2) + "\n")
     spec = dict(
         cls=LlamaForCausalLM,
         config_cls=LlamaConfig,
