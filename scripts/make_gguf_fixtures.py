@@ -108,6 +108,15 @@ def build_smollm2_tok_model(dst: Path, smol_gguf: Path) -> None:
     (dst / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False, indent=2) + "\n")
     tc = json.loads((dst / "tokenizer_config.json").read_text())
     tc["tokenizer_class"] = "GPT2Tokenizer"
+    # transformers reads eos as <|im_start|> from the GGUF; the file says eos = pad = 2 (<|im_end|>)
+    tc["eos_token"] = "<|im_end|>"
+    tc["pad_token"] = "<|im_end|>"
+    stm = dst / "special_tokens_map.json"
+    if stm.exists():
+        sm = json.loads(stm.read_text())
+        sm["eos_token"] = "<|im_end|>"
+        sm["pad_token"] = "<|im_end|>"
+        stm.write_text(json.dumps(sm, ensure_ascii=False, indent=2) + "\n")
     tc["add_bos_token"] = False
     tc.pop("legacy", None)
     (dst / "tokenizer_config.json").write_text(json.dumps(tc, ensure_ascii=False, indent=2) + "\n")
@@ -158,9 +167,20 @@ def golden_for(path: Path, config_dir: Path) -> tuple[dict, dict]:
     )
     model.eval()
     golden = {}
-    info = {"add_bos": add_bos, "prompts": []}
+    info = {"add_bos": add_bos, "prompts": [], "gguf_tokenizer_differs": []}
+    # For the converted fixtures the source directory's tokenizer.json is the tokenizer the GGUF
+    # encodes. transformers' GGUF tokenizer is only a cross-check: for arch qwen2 it always builds
+    # Qwen2's BPE tokenizer, even from a `tokenizer.ggml.model = llama` vocab (wrong ids).
+    src_tok = None
+    if (config_dir / "tokenizer.json").exists() and meta.get("tokenizer.ggml.model") == "llama":
+        src_tok = AutoTokenizer.from_pretrained(config_dir, legacy=True)
     for i, text in enumerate(mf.GOLDEN_PROMPTS):
         ids = encode(tok, text, add_bos, bos_id)
+        if src_tok is not None:
+            src_ids = encode(src_tok, text, add_bos, bos_id)
+            if src_ids != ids:
+                info["gguf_tokenizer_differs"].append(i)
+            ids = src_ids
         with torch.no_grad():
             logits = model(torch.tensor([ids])).logits[0].float()
         gen = mf.greedy_generate(model, ids, mf.GREEDY_NEW_TOKENS)
@@ -247,6 +267,7 @@ def main() -> int:
                     tokenizer_model=meta.get("tokenizer.ggml.model"),
                     tokenizer_pre=meta.get("tokenizer.ggml.pre"),
                     add_bos=info["add_bos"],
+                    transformers_gguf_tokenizer_differs_on_prompts=info["gguf_tokenizer_differs"],
                     prompt_lens=[p["len"] for p in info["prompts"]],
                     min_greedy_gap=[p["min_greedy_gap"] for p in info["prompts"]],
                 )
