@@ -7,6 +7,13 @@
 //! (scripts/install-cuda-toolchain.sh writes .cuda-env with all of these).
 //!
 //! CUDA_COMPUTE_CAP is deliberately not read here: candle-kernels takes exactly one cap from it.
+//!
+//! `indus_shared.cuh` (thread and tile sizes, kernel instance lists, the sampler's exp constants) is generated into
+//! OUT_DIR from src/shared.rs, the one definition the Rust launches use too; nvcc finds it through `-I OUT_DIR`.
+
+#[allow(dead_code)]
+#[path = "src/shared.rs"]
+mod shared;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -16,7 +23,10 @@ const DEFAULT_ARCHS: &str = "80;86;89;90";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/shared.rs");
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_CUDA");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    std::fs::write(out_dir.join("indus_shared.cuh"), shared::cuda_header()).unwrap();
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -25,7 +35,6 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let cuda_dir = manifest.join("cuda");
     let archs = parse_archs(&env::var("INDUS_CUDA_ARCHS").unwrap_or_else(|_| DEFAULT_ARCHS.into()));
     let nvcc = find_nvcc();
@@ -129,6 +138,8 @@ fn nvcc_command(nvcc: &Path, src: &Path, out_dir: &Path, archs: &[u32]) -> Comma
     let mut cmd = Command::new(nvcc);
     cmd.arg("-fatbin")
         .args(["-std=c++17", "-O3"])
+        .arg("-I")
+        .arg(out_dir)
         .arg("-I")
         .arg(src.parent().unwrap());
     for a in archs {

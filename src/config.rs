@@ -6,7 +6,8 @@ use clap::Args;
 /// Which model to load and how.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Local model directory or Hugging Face hub id; the embedded tiny test model if omitted.
+    /// Local model directory, `.gguf` file or Hugging Face hub id; the embedded tiny test
+    /// model if omitted.
     #[arg(env = "INDUS_MODEL")]
     pub model: Option<String>,
     /// Hub revision (branch, tag or commit).
@@ -15,9 +16,18 @@ pub struct ModelArgs {
     /// auto (bf16 on GPU, f32 on CPU), f32, bf16, f16.
     #[arg(long, default_value = "auto", env = "INDUS_DTYPE")]
     pub dtype: String,
-    /// auto|safetensors|dummy (random weights of the config's shapes, for benchmarks).
+    /// auto|safetensors|gguf|dummy (random weights of the config's shapes, for benchmarks).
     #[arg(long, default_value = "auto", env = "INDUS_LOAD_FORMAT")]
     pub load_format: String,
+    /// The `.gguf` file to use from a directory or hub repo holding several.
+    #[arg(long, env = "INDUS_GGUF_FILE")]
+    pub gguf_file: Option<String>,
+    /// tokenizer.json (or a directory holding one) overriding the model's tokenizer.
+    #[arg(long, env = "INDUS_TOKENIZER")]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// Load quantized weights (GGUF) as dense weights of --dtype.
+    #[arg(long, env = "INDUS_DEQUANTIZE")]
+    pub dequantize: bool,
     /// Jinja chat template file overriding the model's.
     #[arg(long, env = "INDUS_CHAT_TEMPLATE")]
     pub chat_template: Option<std::path::PathBuf>,

@@ -6,8 +6,9 @@ use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::scheduler::SchedulerConfig;
 use crate::tokenizer::Tokenizer;
 use candle_core::{DType, Device};
+use indus_models::gguf::GgufFile;
 use indus_models::{CausalLm, LoadFormat, LoadOptions, ModelConfig, ModelFiles, ModelSource};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,19 @@ pub struct LoadedModel {
     pub tokenizer: Arc<Tokenizer>,
     /// Name shown by /v1/models unless --served-model-name is set.
     pub name: String,
+    pub summary: ModelSummary,
+}
+
+/// What operators and /v1/models are told about the loaded weights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelSummary {
+    pub name: String,
+    /// Bytes the weights take in memory (quantized bytes where quantized).
+    pub weight_bytes: usize,
+    /// e.g. `gguf Q4_1+Q8_0`; `None` for dense weights.
+    pub quantization: Option<String>,
+    pub parameters: usize,
+    pub dtype: String,
 }
 
 pub fn parse_device(s: &str) -> Result<Device, LoadError> {
@@ -74,36 +88,82 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
             crate::embedded::NAME.to_string(),
         ),
     };
-    let files = ModelFiles::resolve(&source, format != LoadFormat::Dummy)?;
-    let config = ModelConfig::from_file(&files.config)?;
+    let files = ModelFiles::resolve_with(
+        &source,
+        format != LoadFormat::Dummy,
+        args.gguf_file.as_deref(),
+    )?;
     let template = match &args.chat_template {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
             LoadError::Config(format!("cannot read chat template {}: {e}", p.display()))
         })?),
         None => None,
     };
-    let tokenizer = Tokenizer::from_files(
-        &files.tokenizer,
-        files.tokenizer_config.as_deref(),
-        files.generation_config.as_deref(),
-        &config.eos_token_ids,
-        template,
-    )?;
+    let opts = LoadOptions {
+        dtype,
+        device,
+        format,
+        seed: args.seed,
+        dequantize: args.dequantize,
+    };
     let started = std::time::Instant::now();
-    let model = CausalLm::load_with_config(
-        config,
-        &files.weights,
-        &LoadOptions {
-            dtype,
-            device,
-            format,
-            seed: args.seed,
-        },
-    )?;
+    let (model, tokenizer) = match &files.gguf {
+        Some(path) => {
+            if format == LoadFormat::Dummy || format == LoadFormat::Safetensors {
+                return Err(LoadError::Config(format!(
+                    "{} is a GGUF file; --load-format {} does not apply",
+                    path.display(),
+                    args.load_format
+                )));
+            }
+            let file = Arc::new(GgufFile::open(path).map_err(indus_models::ModelError::from)?);
+            let model = CausalLm::load_gguf(file.clone(), &opts)?;
+            let tokenizer = match &args.tokenizer {
+                Some(t) => tokenizer_override(t, &model.config().eos_token_ids, template)?,
+                None => crate::tokenizer::gguf::from_gguf(&file, template)?,
+            };
+            (model, tokenizer)
+        }
+        None => {
+            let config_path = files
+                .config
+                .as_ref()
+                .ok_or_else(|| LoadError::Config(format!("{} has no config.json", files.name)))?;
+            let config = ModelConfig::from_file(config_path)?;
+            let tokenizer = match (&args.tokenizer, &files.tokenizer) {
+                (Some(t), _) => tokenizer_override(t, &config.eos_token_ids, template)?,
+                (None, Some(t)) => Tokenizer::from_files(
+                    t,
+                    files.tokenizer_config.as_deref(),
+                    files.generation_config.as_deref(),
+                    &config.eos_token_ids,
+                    template,
+                )?,
+                (None, None) => {
+                    return Err(LoadError::Config(format!(
+                        "{} has no tokenizer.json; pass --tokenizer FILE",
+                        files.name
+                    )));
+                }
+            };
+            let model = CausalLm::load_with_config(config, &files.weights, &opts)?;
+            (model, tokenizer)
+        }
+    };
+    let summary = ModelSummary {
+        name: name.clone(),
+        weight_bytes: model.weight_bytes(),
+        quantization: model.quantization().map(|q| format!("gguf {q}")),
+        parameters: model.config().num_parameters(),
+        dtype: format!("{:?}", model.dtype()).to_lowercase(),
+    };
     tracing::info!(
         model = %name,
         dtype = ?dtype,
-        params = model.config().num_parameters(),
+        params = summary.parameters,
+        weight_mib = summary.weight_bytes as f64 / (1 << 20) as f64,
+        quantization = summary.quantization.as_deref().unwrap_or("none"),
+        context = model.config().max_context(),
         secs = started.elapsed().as_secs_f32(),
         "model loaded"
     );
@@ -112,7 +172,30 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
         model,
         tokenizer: Arc::new(tokenizer),
         name,
+        summary,
     })
+}
+
+/// `--tokenizer`: a tokenizer.json, or a Hugging Face directory holding one (with its
+/// tokenizer_config.json and generation_config.json, when present).
+fn tokenizer_override(
+    path: &Path,
+    model_eos: &[u32],
+    template: Option<String>,
+) -> Result<Tokenizer, LoadError> {
+    let (json, dir) = if path.is_dir() {
+        (path.join("tokenizer.json"), Some(path))
+    } else {
+        (path.to_path_buf(), None)
+    };
+    let beside = |name: &str| dir.map(|d| d.join(name)).filter(|p| p.is_file());
+    Ok(Tokenizer::from_files(
+        &json,
+        beside("tokenizer_config.json").as_deref(),
+        beside("generation_config.json").as_deref(),
+        model_eos,
+        template,
+    )?)
 }
 
 /// The engine configuration for a loaded model and the cache/scheduler flags.
@@ -240,7 +323,7 @@ pub fn start_engine(
     model_args: &ModelArgs,
     cache: &CacheArgs,
     sched: &SchedulerArgs,
-) -> Result<(EngineHandle, String, ModelFiles), LoadError> {
+) -> Result<(EngineHandle, ModelSummary), LoadError> {
     let loaded = load_model(model_args)?;
     let config = engine_config(&loaded.model, cache, sched, model_args.seed)?;
     tracing::info!(
@@ -251,7 +334,7 @@ pub fn start_engine(
     );
     let engine = Engine::new(loaded.model, loaded.tokenizer, config)?;
     let handle = EngineHandle::spawn(engine).map_err(LoadError::Spawn)?;
-    Ok((handle, loaded.name, loaded.files))
+    Ok((handle, loaded.summary))
 }
 
 /// The fixture directory of the repository (tests and examples).

@@ -86,7 +86,7 @@ fn init_logging(format: &str) {
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let (engine, _, _) = indus::loader::start_engine(&args.model, &args.cache, &args.sched)?;
+    let (engine, _) = indus::loader::start_engine(&args.model, &args.cache, &args.sched)?;
     let tok = engine.tokenizer().clone();
     let prompt_ids = if args.chat {
         let text = tok.apply_chat_template(
@@ -142,7 +142,9 @@ fn download(args: DownloadArgs) -> anyhow::Result<()> {
         "{}",
         files
             .config
-            .parent()
+            .as_deref()
+            .or(files.gguf.as_deref())
+            .and_then(|p| p.parent())
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     );

@@ -4,6 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device};
+use clap::Parser;
 use indus_models::{CausalLm, LoadFormat, LoadOptions, ModelFiles, ModelSource};
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,7 @@ fn opts(dtype: DType, format: LoadFormat) -> LoadOptions {
         device: Device::Cpu,
         format,
         seed: 7,
+        dequantize: false,
     }
 }
 
@@ -51,7 +53,7 @@ fn offline_hub_cache_resolves_like_hf_hub() {
     let source = ModelSource::parse("acme/tiny", None);
     assert!(matches!(source, ModelSource::Hub { .. }));
     let files = ModelFiles::resolve(&source, true).unwrap();
-    assert!(files.config.starts_with(&snap));
+    assert!(files.config.as_ref().unwrap().starts_with(&snap));
     assert_eq!(files.weights, vec![snap.join("model.safetensors")]);
     CausalLm::load(&files, &opts(DType::F32, LoadFormat::Auto)).unwrap();
 
@@ -137,7 +139,20 @@ fn broken_checkpoints_fail_with_clear_errors() {
 
     // Missing file.
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
-    let err = ModelFiles::from_dir(&dir, true).unwrap_err();
+    // Missing tokenizer: the files resolve (--tokenizer may supply one), the load says so.
+    assert!(
+        ModelFiles::from_dir(&dir, true)
+            .unwrap()
+            .tokenizer
+            .is_none()
+    );
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: indus::config::ModelArgs,
+    }
+    let args = Cli::parse_from(["indus", dir.to_str().unwrap()]);
+    let err = indus::loader::load_model(&args.model).err().unwrap();
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

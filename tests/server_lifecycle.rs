@@ -241,8 +241,12 @@ async fn not_ready_while_the_model_loads() {
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let run = tokio::spawn(server.run(move || {
         let _ = wait.recv();
-        let (engine, name, _) = indus::loader::start_engine(&args.model, &args.cache, &args.sched)?;
-        Ok(LoadedModel { engine, name })
+        let (engine, summary) = indus::loader::start_engine(&args.model, &args.cache, &args.sched)?;
+        Ok(LoadedModel {
+            engine,
+            name: summary.name,
+            quantization: summary.quantization,
+        })
     }));
 
     assert_eq!(

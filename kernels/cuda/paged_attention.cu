@@ -21,8 +21,10 @@ using namespace indus;
 
 namespace {
 
-constexpr int DEC_WARPS = 4;
-constexpr int DEC_THREADS = DEC_WARPS * 32;
+// Sizes shared with the Rust launches come from indus_shared.cuh (generated from kernels/src/shared.rs).
+constexpr int DEC_WARPS = INDUS_DECODE_WARPS;
+constexpr int DEC_THREADS = INDUS_DECODE_THREADS;
+static_assert(DEC_THREADS == DEC_WARPS * 32, "decode CTA: whole warps");
 constexpr int DEC_CHUNK = 256;  // tokens whose scores are staged in shared memory at a time
 
 // Index of the sequence that owns flattened query token t: the largest s with qsl[s] <= t.
@@ -279,10 +281,18 @@ __device__ __forceinline__ void paged_attention_reduce(T* __restrict__ out, cons
 
 // ------------------------------------------------------------------------------------------------------------
 // Prefill / mixed-batch kernel (tensor cores).
-constexpr int PF_BM = 64;  // query tokens per CTA (4 warps x 16 rows)
-constexpr int PF_BN = 64;  // keys per tile
-constexpr int PF_THREADS = 128;
+constexpr int PF_BM = INDUS_PREFILL_BM;  // query tokens per CTA (PF_WARPS x 16 rows)
+constexpr int PF_BN = INDUS_PREFILL_BN;  // keys per tile
+constexpr int PF_WARPS = INDUS_PREFILL_WARPS;
+constexpr int PF_THREADS = INDUS_PREFILL_THREADS;
 constexpr int PF_PAD = 8;  // elements of padding per shared-memory row: conflict-free ldmatrix
+// Each warp owns 16 query rows of the tile (one m16n8k16 row block; the epilogue writes rows warp * 16 + qg and
+// + 8), so the warps cover the tile exactly.
+static_assert(PF_WARPS * 16 == PF_BM, "prefill: warps x 16 rows must be the query tile");
+static_assert(PF_THREADS == PF_WARPS * 32, "prefill: whole warps");
+// The Q tile is staged through sK (PF_BN rows) on its way to registers.
+static_assert(PF_BM <= PF_BN, "prefill: the Q tile must fit in the K tile's shared memory");
+static_assert(PF_BN % 16 == 0, "prefill: keys per tile in whole k16 steps");
 
 template <typename T> struct Mma;
 template <> struct Mma<__nv_bfloat16> {
@@ -533,15 +543,10 @@ __device__ __forceinline__ void paged_attention_prefill(
                                     num_kv_heads, block_size, max_blocks, scale_log2, partition_size,          \
                                     only_single);                                                              \
   }
-#define INDUS_PA_DECODE_G(T, NAME, D) \
-  INDUS_PA_DECODE(T, NAME, D, 1)      \
-  INDUS_PA_DECODE(T, NAME, D, 2)      \
-  INDUS_PA_DECODE(T, NAME, D, 4)      \
-  INDUS_PA_DECODE(T, NAME, D, 8)
+// Instances: every decode head size x every group size of indus_shared.cuh (the lists plan_attention picks from).
+#define INDUS_PA_DECODE_G(T, NAME, D) INDUS_FOR_EACH_DECODE_GROUP(INDUS_PA_DECODE, T, NAME, D)
 #define INDUS_PA(T, NAME)                                                                                        \
-  INDUS_PA_DECODE_G(T, NAME, 64)                                                                                 \
-  INDUS_PA_DECODE_G(T, NAME, 128)                                                                                \
-  INDUS_PA_DECODE_G(T, NAME, 256)                                                                                \
+  INDUS_FOR_EACH_DECODE_HEAD_SIZE(INDUS_PA_DECODE_G, T, NAME)                                                    \
   extern "C" __global__ void paged_attention_reduce_##NAME(T* out, const float* part_acc, const float* part_ml, \
                                                            const uint32_t* cl, const uint32_t* qsl, int num_seqs,  \
                                                            int num_heads, int head_size, int num_parts,         \
@@ -559,7 +564,5 @@ INDUS_FOR_EACH_DTYPE(INDUS_PA)
     paged_attention_prefill<T, D>(out, q, kc, vc, bt, cl, qsl, num_seqs, num_heads, num_kv_heads, block_size, \
                                   max_blocks, scale_log2, skip_single);                                       \
   }
-INDUS_PA_PREFILL(__nv_bfloat16, bf16, 64)
-INDUS_PA_PREFILL(__nv_bfloat16, bf16, 128)
-INDUS_PA_PREFILL(__half, f16, 64)
-INDUS_PA_PREFILL(__half, f16, 128)
+INDUS_FOR_EACH_PREFILL_HEAD_SIZE(INDUS_PA_PREFILL, __nv_bfloat16, bf16)
+INDUS_FOR_EACH_PREFILL_HEAD_SIZE(INDUS_PA_PREFILL, __half, f16)

@@ -1,28 +1,34 @@
-// Device sampling over a batch of f32 logits [batch, vocab]: one CTA of 1024 threads per row.
-// Reference and the exact semantics: kernels/src/sampling.rs (`sample_reference`). In short:
-//   greedy (temperature < 1e-5 or no params): the first index of the maximum logit;
-//   otherwise w_i = exp((l_i - max) / T), and a token is kept when
+// Device sampling over a batch of f32 logits [batch, vocab]: one CTA of INDUS_SAMPLE_THREADS threads per row.
+// Reference and the exact semantics: kernels/src/sampling.rs (`sample_reference`). In short, with the row's
+// parameters resolved on the host (KernelRow: 1/T and ln(min_p) computed once there, so neither side divides or
+// takes a log on its own):
+//   greedy (flagged, no params, every logit -inf or NaN, or a +inf logit): the first index of the maximum logit;
+//   otherwise x_i = (l_i - max) * (1/T) and w_i = indus_exp(x_i) (fma_exp.cuh: the same bits as the host's
+//   exp_fma), and a token is kept when
 //     l_i >= the k-th largest logit (top_k > 0)             -- ties at the threshold are kept
-//     w_i >= min_p                                           -- min-p relative to the top token (w = 1)
+//     x_i >= ln(min_p)                                       -- min-p relative to the top token, in the log domain
 //     l_i >= the top-p threshold: the largest logit value whose kept mass from the top reaches top_p of the total
 //   then the token is drawn by inverse CDF in index order with the caller's uniform u in [0, 1).
 // Masses are fixed-point integers (w * 2^40 truncated, summed in u64), so every sum is exact and the result does
-// not depend on the order of atomics: the device and the CPU reference agree except where expf and the host's exp
-// round a weight differently right at a boundary.
+// not depend on the order of atomics; with the exp identical too, the device and the CPU reference pick the same
+// token for every row.
 // Thresholds on logits are found by radix select on order-preserving 32-bit keys (4 passes of 8 bits).
 #include "common.cuh"
+#include "fma_exp.cuh"
 using namespace indus;
 
-struct SamplingRow {  // #[repr(C)] twin in kernels/src/sampling.rs
-  float temperature;
+struct KernelRow {  // #[repr(C)] twin: sampling::KernelRow in kernels/src/sampling.rs
+  uint32_t greedy;
+  float inv_temperature;
   uint32_t top_k;
   float top_p;
-  float min_p;
+  float log_min_p;  // -inf: min-p off
   float uniform;
 };
+static_assert(sizeof(KernelRow) == INDUS_SAMPLING_ROW_BYTES, "KernelRow must match its Rust twin");
 
 namespace {
-constexpr int S_THREADS = 1024;
+constexpr int S_THREADS = INDUS_SAMPLE_THREADS;
 constexpr int S_WARPS = S_THREADS / 32;
 
 __device__ __forceinline__ float logit_at(const float* x, int i) {
@@ -34,7 +40,8 @@ __device__ __forceinline__ uint32_t key_of(float v) {
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 __device__ __forceinline__ unsigned long long fixed_of(float w) {
-  return (unsigned long long)(w * 1099511627776.0f);  // exact scaling by 2^40, truncated
+  // Exact scaling by 2^40, truncated; NaN and non-positive weights are 0 (explicitly, not by conversion rules).
+  return w > 0.f ? (unsigned long long)__fmul_rn(w, 1099511627776.0f) : 0ull;
 }
 
 struct Shared {
@@ -114,7 +121,7 @@ __device__ uint32_t radix_select(const float* x, int vocab, unsigned long long n
   return prefix;
 }
 
-__device__ void sample_row(const float* __restrict__ logits, const SamplingRow* __restrict__ rows,
+__device__ void sample_row(const float* __restrict__ logits, const KernelRow* __restrict__ rows,
                            uint32_t* __restrict__ out, int vocab) {
   __shared__ Shared sh;
   const int row = blockIdx.x;
@@ -157,13 +164,15 @@ __device__ void sample_row(const float* __restrict__ logits, const SamplingRow* 
   __syncthreads();
   const float mx = sh.bv[0];
   const int argmax = sh.bi[0];
-  if (rows == nullptr || !(rows[row].temperature >= 1e-5f) || !(mx > -INFINITY)) {
+  if (rows == nullptr || rows[row].greedy != 0 || !(mx > -INFINITY) || mx == INFINITY) {
     if (threadIdx.x == 0) out[row] = (uint32_t)argmax;
     return;
   }
-  const SamplingRow p = rows[row];
-  const float inv_t = 1.f / p.temperature;
-  auto w_of = [&](float l) { return expf((l - mx) * inv_t); };
+  const KernelRow p = rows[row];
+  const float inv_t = p.inv_temperature;
+  // The scaled log-weight and the weight, exactly as sampling.rs computes them.
+  auto x_of = [&](float l) { return __fmul_rn(__fsub_rn(l, mx), inv_t); };
+  auto w_of = [&](float l) { return indus_exp(x_of(l)); };
 
   // top-k: the key of the k-th largest logit.
   uint32_t thr = 0;
@@ -171,8 +180,8 @@ __device__ void sample_row(const float* __restrict__ logits, const SamplingRow* 
     thr = radix_select(
         x, vocab, p.top_k, false, [](float) { return true; }, [](float) { return 0ull; }, sh);
   }
-  const float min_p = p.min_p;
-  auto kept = [&](float l) { return key_of(l) >= thr && (min_p <= 0.f || w_of(l) >= min_p); };
+  const float log_min_p = p.log_min_p;
+  auto kept = [&](float l) { return key_of(l) >= thr && x_of(l) >= log_min_p; };
   auto mass = [&](float l) { return fixed_of(w_of(l)); };
 
   // top-p: the key where the kept mass from the top first reaches floor(top_p * total) (at least 1).
@@ -243,6 +252,12 @@ __device__ void sample_row(const float* __restrict__ logits, const SamplingRow* 
 }  // namespace
 
 extern "C" __global__ void __launch_bounds__(S_THREADS)
-    sample_f32(const float* logits, const SamplingRow* rows, uint32_t* out, int vocab) {
+    sample_f32(const float* logits, const KernelRow* rows, uint32_t* out, int vocab) {
   sample_row(logits, rows, out, vocab);
+}
+
+// indus_exp of every element: how indus-gpu-check compares the device's exp with the host's, bit for bit.
+extern "C" __global__ void fma_exp_f32(const float* __restrict__ x, float* __restrict__ y, long long n) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = indus_exp(x[i]);
 }

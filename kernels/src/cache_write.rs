@@ -3,13 +3,28 @@
 
 use crate::elem::{Elem, contiguous, index_values, unsupported};
 use crate::kv_layout::KvCacheShape;
+use crate::metadata::{AttentionMetadata, check_slots};
 use candle_core::{CpuStorage, InplaceOp3, Layout, Result, Tensor};
 
 struct WriteKvCache;
 
+/// Writes the step's `new` keys or values (`[num_tokens, num_kv_heads, head_size]`) into `cache` at the slots of
+/// `meta`, after checking the step's metadata against the cache ([`AttentionMetadata::validate_for`], the same
+/// check paged attention makes, done once per step): a slot outside the cache is an error on every device, before
+/// anything is written. This is the call a model layer makes.
+pub fn write_step_kv_cache(cache: &Tensor, new: &Tensor, meta: &AttentionMetadata) -> Result<()> {
+    meta.validate_for(&KvCacheShape::from_dims(cache.dims())?)?;
+    write_kv_cache(cache, new, &meta.slot_mapping)
+}
+
 /// Writes `new` (`[num_tokens, num_kv_heads, head_size]`) into `cache`
 /// (`[num_blocks, num_kv_heads, block_size, head_size]`) at `slot_mapping` (`[num_tokens]`,
 /// integer; -1 skips the token).
+///
+/// On the CPU every slot is checked before anything is written (an error leaves the cache untouched). On the GPU
+/// the slots live in device memory and reading them back would stall the stream, so they are not checked here:
+/// the kernel skips a slot outside the cache instead of writing out of bounds. Prefer [`write_step_kv_cache`],
+/// which checks the host copy of the slots on every device.
 pub fn write_kv_cache(cache: &Tensor, new: &Tensor, slot_mapping: &Tensor) -> Result<()> {
     let new = new.contiguous()?;
     if new.dtype() != cache.dtype() {
@@ -42,13 +57,11 @@ fn write_typed<T: Elem>(
             slots.len()
         );
     }
-    let capacity = (shape.num_blocks * shape.block_size) as i64;
+    // All slots first: an error must not leave half of the step written.
+    check_slots(slots, shape.num_blocks, shape.block_size).map_err(candle_core::Error::wrap)?;
     for (t, &slot) in slots.iter().enumerate() {
         if slot < 0 {
             continue;
-        }
-        if slot >= capacity {
-            candle_core::bail!("write_kv_cache: slot {slot} beyond cache capacity {capacity}");
         }
         let (block, in_block) = (
             slot as usize / shape.block_size,

@@ -11,15 +11,17 @@ pub mod check;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod elem;
+pub mod fma_exp;
 pub mod kv_layout;
 pub mod metadata;
 pub mod norm;
 pub mod paged_attention;
 pub mod rotary;
 pub mod sampling;
+pub mod shared;
 
 pub use activation::silu_mul;
-pub use cache_write::write_kv_cache;
+pub use cache_write::{write_kv_cache, write_step_kv_cache};
 pub use kv_layout::KvCacheShape;
 pub use metadata::AttentionMetadata;
 pub use norm::{fused_add_rms_norm, rms_norm};

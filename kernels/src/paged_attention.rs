@@ -43,9 +43,9 @@ pub struct PagedAttentionOptions {
 
 /// Tokens per split-K partition of the decode kernel.
 pub const DECODE_PARTITION_SIZE: usize = 512;
-/// Head sizes of the decode/general kernel; the tensor-core prefill kernel takes [`PREFILL_HEAD_SIZES`].
-pub const DECODE_HEAD_SIZES: [usize; 3] = [64, 128, 256];
-pub const PREFILL_HEAD_SIZES: [usize; 2] = [64, 128];
+/// Head sizes of the decode/general kernel and of the tensor-core prefill kernel, and the group sizes of the decode
+/// kernel's instances: one definition with the CUDA instance lists ([`crate::shared`]).
+pub use crate::shared::{DECODE_GROUPS, DECODE_HEAD_SIZES, PREFILL_HEAD_SIZES};
 
 /// Which CUDA kernels one paged-attention call launches. A pure function of the step's shape, so it is unit-tested
 /// on CPU; the CUDA forward follows it to the letter.
@@ -86,6 +86,7 @@ pub fn plan_attention(
     if num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
         candle_core::bail!("paged_attention: {num_heads} heads for {num_kv_heads} kv heads");
     }
+    meta.check_structure().map_err(candle_core::Error::wrap)?;
     let q_len = |s: usize| meta.query_start_loc[s + 1] - meta.query_start_loc[s];
     let n = meta.num_seqs();
     let any_multi = (0..n).any(|s| q_len(s) > 1);
@@ -96,11 +97,13 @@ pub fn plan_attention(
     let prefill = any_multi && tensor_cores;
     let general = !prefill || any_single;
     let group = num_heads / num_kv_heads;
-    let group_max = if group >= 8 {
-        8
-    } else {
-        group.next_power_of_two()
-    };
+    // The smallest instance covering the group, else the largest (several CTAs per KV head).
+    let largest = DECODE_GROUPS[DECODE_GROUPS.len() - 1];
+    let group_max = DECODE_GROUPS
+        .iter()
+        .copied()
+        .find(|&g| g >= group)
+        .unwrap_or(largest);
     let head_chunks = group.div_ceil(group_max);
     // Split-K only for pure decode steps: partial results are kept per query token.
     let (mut partitions, mut partition_size) = (1, DECODE_PARTITION_SIZE);
@@ -184,7 +187,11 @@ pub fn paged_attention_with(
         q = q.copy()?;
     }
     let shape = KvCacheShape::from_dims(k_cache.dims())?;
-    meta.host.validate(shape.block_size)?;
+    if v_cache.dims() != k_cache.dims() {
+        candle_core::bail!("paged_attention: key and value caches differ in shape");
+    }
+    // The same check on every device, before any kernel or CPU loop reads the metadata.
+    meta.validate_for(&shape)?;
     let op = PagedAttention {
         scale,
         meta: meta.host.clone(),

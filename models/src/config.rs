@@ -90,6 +90,9 @@ pub struct ModelConfig {
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub rope_scaling: Option<RopeScaling>,
+    /// Per-frequency divisors of the rotary inverse frequencies (GGUF's `rope_freqs` tensor,
+    /// how llama.cpp stores Llama 3.1-style scaling); applied after `rope_scaling`.
+    pub rope_freq_factors: Option<Vec<f32>>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry a bias (Qwen2).
@@ -189,6 +192,7 @@ impl ModelConfig {
             rms_norm_eps: raw.rms_norm_eps,
             rope_theta: raw.rope_theta,
             rope_scaling: raw.rope_scaling.clone(),
+            rope_freq_factors: None,
             max_position_embeddings: raw.max_position_embeddings,
             tie_word_embeddings: raw
                 .tie_word_embeddings

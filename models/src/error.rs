@@ -30,5 +30,7 @@ pub enum ModelError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -30,17 +30,22 @@ impl ModelSource {
     }
 }
 
-/// The files of one checkpoint, all on local disk.
+/// The files of one checkpoint, all on local disk: a Hugging Face directory (config,
+/// safetensors, tokenizer) or one GGUF file, which carries all three.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
-    /// Name to show users (the directory or the hub id).
+    /// Name to show users (the directory, the file or the hub id).
     pub name: String,
-    pub config: PathBuf,
-    /// Safetensors shards; empty when only `--load-format dummy` will be used.
+    /// `config.json`; `None` for a GGUF checkpoint.
+    pub config: Option<PathBuf>,
+    /// Safetensors shards; empty when only `--load-format dummy` will be used, or for GGUF.
     pub weights: Vec<PathBuf>,
-    pub tokenizer: PathBuf,
+    /// `tokenizer.json`; `None` for a GGUF checkpoint (its tokenizer is in the file).
+    pub tokenizer: Option<PathBuf>,
     pub tokenizer_config: Option<PathBuf>,
     pub generation_config: Option<PathBuf>,
+    /// The `.gguf` file, when the checkpoint is one.
+    pub gguf: Option<PathBuf>,
 }
 
 /// Fetches one file of a hub repo: `Ok(None)` when the repo does not have it.
@@ -53,12 +58,46 @@ impl ModelFiles {
     /// Finds (downloading if needed) everything a model needs. With `need_weights = false`
     /// (dummy weights) only the config and tokenizer are fetched.
     pub fn resolve(source: &ModelSource, need_weights: bool) -> Result<Self> {
+        Self::resolve_with(source, need_weights, None)
+    }
+
+    /// As [`Self::resolve`]; `gguf_file` picks one `.gguf` file of a directory or hub repo
+    /// (`--gguf-file`). A path to a `.gguf` file, or a directory holding exactly one `.gguf`
+    /// and no safetensors, is a GGUF checkpoint without it.
+    pub fn resolve_with(
+        source: &ModelSource,
+        need_weights: bool,
+        gguf_file: Option<&str>,
+    ) -> Result<Self> {
         match source {
-            ModelSource::Local(dir) => Self::from_dir(dir, need_weights),
+            ModelSource::Local(path) => match gguf_file {
+                Some(f) => Self::from_gguf(&path.join(f)),
+                None if path.is_file() => Self::from_gguf(path),
+                None => match lone_gguf(path)? {
+                    Some(f) => Self::from_gguf(&f),
+                    None => Self::from_dir(path, need_weights),
+                },
+            },
             ModelSource::Hub { repo_id, revision } => {
-                Self::from_hub(repo_id, revision, need_weights)
+                Self::from_hub(repo_id, revision, need_weights, gguf_file)
             }
         }
+    }
+
+    /// A GGUF checkpoint: the one file.
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(ModelError::MissingFile(path.to_path_buf()));
+        }
+        Ok(Self {
+            name: path.display().to_string(),
+            config: None,
+            weights: Vec::new(),
+            tokenizer: None,
+            tokenizer_config: None,
+            generation_config: None,
+            gguf: Some(path.to_path_buf()),
+        })
     }
 
     pub fn from_dir(dir: &Path, need_weights: bool) -> Result<Self> {
@@ -91,15 +130,22 @@ impl ModelFiles {
         };
         Ok(Self {
             name: dir.display().to_string(),
-            config: require("config.json")?,
+            config: Some(require("config.json")?),
             weights,
-            tokenizer: require("tokenizer.json")?,
+            // Optional here: `--tokenizer` may supply it (config-only directories).
+            tokenizer: optional("tokenizer.json"),
             tokenizer_config: optional("tokenizer_config.json"),
             generation_config: optional("generation_config.json"),
+            gguf: None,
         })
     }
 
-    fn from_hub(repo_id: &str, revision: &str, need_weights: bool) -> Result<Self> {
+    fn from_hub(
+        repo_id: &str,
+        revision: &str,
+        need_weights: bool,
+        gguf_file: Option<&str>,
+    ) -> Result<Self> {
         let hub_err = |reason: String| ModelError::Hub {
             model: repo_id.to_string(),
             reason,
@@ -152,6 +198,12 @@ impl ModelFiles {
                 }
             })
         };
+        if let Some(f) = gguf_file {
+            // A GGUF repo holds many quantizations: fetch just the one asked for.
+            let mut files = Self::from_gguf(&require(f)?)?;
+            files.name = format!("{repo_id}/{f}");
+            return Ok(files);
+        }
         let config = require("config.json")?;
         let tokenizer = require("tokenizer.json")?;
         let weights = if !need_weights {
@@ -169,12 +221,46 @@ impl ModelFiles {
         };
         Ok(Self {
             name: repo_id.to_string(),
-            config,
+            config: Some(config),
             weights,
-            tokenizer,
+            tokenizer: Some(tokenizer),
             tokenizer_config: get("tokenizer_config.json")?,
             generation_config: get("generation_config.json")?,
+            gguf: None,
         })
+    }
+}
+
+/// The one `.gguf` file of a directory without safetensors weights; several is an error
+/// asking for `--gguf-file`.
+fn lone_gguf(dir: &Path) -> Result<Option<PathBuf>> {
+    if !dir.is_dir() || dir.join(SINGLE).is_file() || dir.join(INDEX).is_file() {
+        return Ok(None);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(ModelError::InvalidConfig {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "holds {} .gguf files ({}); pick one with --gguf-file",
+                found.len(),
+                found
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
     }
 }
 

@@ -5,7 +5,9 @@
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod gguf;
 pub mod kv_cache;
+pub mod linear;
 pub mod llama;
 pub mod rope;
 pub mod weights;
@@ -14,6 +16,7 @@ pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use error::ModelError;
 pub use files::{ModelFiles, ModelSource};
 pub use kv_cache::KvCache;
+pub use linear::{Embedding, Linear};
 pub use llama::{CausalLm, StepInput};
 pub use weights::{LoadFormat, LoadOptions};
 

@@ -7,15 +7,17 @@
 
 use crate::config::ModelConfig;
 use crate::files::ModelFiles;
+use crate::gguf::{GgufFile, arch, weights::GgufWeights};
 use crate::kv_cache::KvCache;
+use crate::linear::{Embedding, Linear};
 use crate::rope::RotaryTables;
-use crate::weights::{LoadOptions, WeightSource};
+use crate::weights::{LoadFormat, LoadOptions, WeightSource};
 use crate::{ModelError, Result};
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear};
+use candle_core::{DType, Device, Tensor};
 use indus_kernels::{
-    AttentionMetadata, fused_add_rms_norm, paged_attention, rms_norm, silu_mul, write_kv_cache,
+    AttentionMetadata, fused_add_rms_norm, paged_attention, rms_norm, silu_mul, write_step_kv_cache,
 };
+use std::sync::Arc;
 
 /// One step's inputs, already on the model's device.
 pub struct StepInput<'a> {
@@ -62,32 +64,6 @@ pub struct CausalLm {
     device: Device,
 }
 
-/// Concatenates row-blocks of weights loaded separately (or draws the fused tensor at once
-/// for dummy weights: same shape, no concatenation cost).
-fn fused(src: &WeightSource, names: &[String], rows: &[usize], cols: usize) -> Result<Tensor> {
-    if src.is_dummy() {
-        return src.get(&names[0], &[rows.iter().sum(), cols]);
-    }
-    let parts = names
-        .iter()
-        .zip(rows)
-        .map(|(n, &r)| src.get(n, &[r, cols]))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 0)?)
-}
-
-fn fused_bias(src: &WeightSource, names: &[String], rows: &[usize]) -> Result<Tensor> {
-    if src.is_dummy() {
-        return src.get(&names[0], &[rows.iter().sum()]);
-    }
-    let parts = names
-        .iter()
-        .zip(rows)
-        .map(|(n, &r)| src.get(n, &[r]))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 0)?)
-}
-
 impl Attention {
     fn load(src: &WeightSource, cfg: &ModelConfig, prefix: &str) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
@@ -96,24 +72,23 @@ impl Attention {
             cfg.num_kv_heads * d,
             cfg.num_kv_heads * d,
         ];
-        let names: Vec<String> = ["q_proj", "k_proj", "v_proj"]
-            .iter()
-            .map(|p| format!("{prefix}.{p}.weight"))
-            .collect();
-        let weight = fused(src, &names, &rows, h)?;
-        let bias = if cfg.qkv_bias {
-            let names: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+        let names = |suffix: &str| -> Vec<String> {
+            ["q_proj", "k_proj", "v_proj"]
                 .iter()
-                .map(|p| format!("{prefix}.{p}.bias"))
-                .collect();
-            Some(fused_bias(src, &names, &rows)?)
-        } else {
-            None
+                .map(|p| format!("{prefix}.{p}.{suffix}"))
+                .collect()
         };
-        let o = src.get(&format!("{prefix}.o_proj.weight"), &[h, cfg.num_heads * d])?;
+        let biases = cfg.qkv_bias.then(|| names("bias"));
+        let qkv = src.linear(&names("weight"), &rows, h, biases.as_deref())?;
+        let o = src.linear(
+            &[format!("{prefix}.o_proj.weight")],
+            &[h],
+            cfg.num_heads * d,
+            None,
+        )?;
         Ok(Self {
-            qkv: Linear::new(weight, bias),
-            o: Linear::new(o, None),
+            qkv,
+            o,
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: d,
@@ -140,8 +115,8 @@ impl Attention {
         let v = qkv.narrow(1, self.num_heads + self.num_kv_heads, self.num_kv_heads)?;
         let q = indus_kernels::apply_rotary(&q, cos, sin)?;
         let k = indus_kernels::apply_rotary(&k, cos, sin)?;
-        write_kv_cache(&cache.0, &k, &meta.slot_mapping)?;
-        write_kv_cache(&cache.1, &v, &meta.slot_mapping)?;
+        write_step_kv_cache(&cache.0, &k, meta)?;
+        write_step_kv_cache(&cache.1, &v, meta)?;
         let out = paged_attention(&q, &cache.0, &cache.1, meta, self.scale)?;
         Ok(self.o.forward(&out.reshape((t, qn))?)?)
     }
@@ -154,12 +129,9 @@ impl Mlp {
             format!("{prefix}.gate_proj.weight"),
             format!("{prefix}.up_proj.weight"),
         ];
-        let gate_up = fused(src, &names, &[i, i], h)?;
-        let down = src.get(&format!("{prefix}.down_proj.weight"), &[h, i])?;
-        Ok(Self {
-            gate_up: Linear::new(gate_up, None),
-            down: Linear::new(down, None),
-        })
+        let gate_up = src.linear(&names, &[i, i], h, None)?;
+        let down = src.linear(&[format!("{prefix}.down_proj.weight")], &[h], i, None)?;
+        Ok(Self { gate_up, down })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -171,8 +143,43 @@ impl Mlp {
 impl CausalLm {
     /// Builds the model from a checkpoint's files (or dummy weights of its shape).
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self> {
-        let config = ModelConfig::from_file(&files.config)?;
+        if let Some(gguf) = &files.gguf {
+            return Self::load_gguf(Arc::new(GgufFile::open(gguf)?), opts);
+        }
+        let config_path = files.config.as_ref().ok_or_else(|| {
+            ModelError::MissingFile(std::path::PathBuf::from(format!(
+                "{}/config.json",
+                files.name
+            )))
+        })?;
+        let config = ModelConfig::from_file(config_path)?;
         Self::load_with_config(config, &files.weights, opts)
+    }
+
+    /// Builds the model from a GGUF file: config from its metadata, weights kept in their
+    /// block types (dense with `opts.dequantize`).
+    pub fn load_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Self> {
+        let config = arch::config_from_gguf(&file)?;
+        let (_, layout, _) = arch::architecture(&file)?;
+        Self::load_gguf_shared(file, config, layout, opts)
+    }
+
+    fn load_gguf_shared(
+        file: Arc<GgufFile>,
+        config: ModelConfig,
+        layout: arch::QkLayout,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let src = WeightSource::gguf(GgufWeights {
+            file,
+            layout,
+            num_heads: config.num_heads,
+            num_kv_heads: config.num_kv_heads,
+            dtype: opts.dtype,
+            device: opts.device.clone(),
+            dequantize: opts.dequantize,
+        });
+        Self::build(config, &src, opts)
     }
 
     pub fn load_with_config(
@@ -180,10 +187,21 @@ impl CausalLm {
         weights: &[std::path::PathBuf],
         opts: &LoadOptions,
     ) -> Result<Self> {
+        if opts.format == LoadFormat::Gguf {
+            return Err(ModelError::Weight {
+                name: "--load-format gguf".into(),
+                reason: "needs a .gguf file (a path to one, or a directory holding one)".into(),
+            });
+        }
         let src = WeightSource::new(weights, opts)?;
+        Self::build(config, &src, opts)
+    }
+
+    fn build(config: ModelConfig, src: &WeightSource, opts: &LoadOptions) -> Result<Self> {
+        let src = &src;
         let cfg = &config;
         let h = cfg.hidden_size;
-        let embed_w = src.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let embed = src.embedding("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
         let layers = (0..cfg.num_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
@@ -197,23 +215,23 @@ impl CausalLm {
             })
             .collect::<Result<Vec<_>>>()?;
         let final_norm = src.get("model.norm.weight", &[h])?;
-        let lm_head_w = if cfg.tie_word_embeddings || !src.contains("lm_head.weight") {
+        let lm_head = if cfg.tie_word_embeddings || !src.contains("lm_head.weight") {
             if !cfg.tie_word_embeddings {
                 return Err(ModelError::Weight {
                     name: "lm_head.weight".into(),
                     reason: "missing and tie_word_embeddings is false".into(),
                 });
             }
-            embed_w.clone()
+            embed.as_linear()?
         } else {
-            src.get("lm_head.weight", &[cfg.vocab_size, h])?
+            src.linear(&["lm_head.weight".to_string()], &[cfg.vocab_size], h, None)?
         };
         let rotary = RotaryTables::new(cfg, cfg.max_position_embeddings, &opts.device)?;
         Ok(Self {
-            embed: Embedding::new(embed_w, h),
+            embed,
             layers,
             final_norm,
-            lm_head: Linear::new(lm_head_w, None),
+            lm_head,
             rotary,
             eps: cfg.rms_norm_eps as f32,
             dtype: opts.dtype,
@@ -224,6 +242,46 @@ impl CausalLm {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Bytes the weights take in memory (quantized bytes for quantized layers), counting a
+    /// tied output projection once.
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                crate::linear::tensor_bytes(&l.input_norm)
+                    + crate::linear::tensor_bytes(&l.post_attn_norm)
+                    + l.attn.qkv.weight_bytes()
+                    + l.attn.o.weight_bytes()
+                    + l.mlp.gate_up.weight_bytes()
+                    + l.mlp.down.weight_bytes()
+            })
+            .sum();
+        let head = if self.config.tie_word_embeddings {
+            0
+        } else {
+            self.lm_head.weight_bytes()
+        };
+        layers + self.embed.weight_bytes() + head + crate::linear::tensor_bytes(&self.final_norm)
+    }
+
+    /// The quantized block types the weights keep, e.g. `Some("Q4_1+Q8_0")`; `None` when
+    /// every weight is dense.
+    pub fn quantization(&self) -> Option<String> {
+        let mut types = std::collections::BTreeSet::new();
+        self.embed.quantized_types(&mut types);
+        self.lm_head.quantized_types(&mut types);
+        for l in &self.layers {
+            for lin in [&l.attn.qkv, &l.attn.o, &l.mlp.gate_up, &l.mlp.down] {
+                lin.quantized_types(&mut types);
+            }
+        }
+        if types.is_empty() {
+            return None;
+        }
+        Some(types.into_iter().collect::<Vec<_>>().join("+"))
     }
 
     pub fn device(&self) -> &Device {

@@ -14,6 +14,14 @@ pub struct RotaryTables {
 
 /// Inverse frequencies of the rotary embedding after the config's scaling.
 pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
+    let inv = scaled_frequencies(cfg);
+    match &cfg.rope_freq_factors {
+        Some(factors) => inv.iter().zip(factors).map(|(f, d)| f / d).collect(),
+        None => inv,
+    }
+}
+
+fn scaled_frequencies(cfg: &ModelConfig) -> Vec<f32> {
     let dim = cfg.head_dim;
     let base = cfg.rope_theta as f32;
     let inv: Vec<f32> = (0..dim)

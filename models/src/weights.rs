@@ -1,7 +1,9 @@
-//! Weight sources: real safetensors shards (memory-mapped), or random weights of the
-//! checkpoint's exact shapes (`--load-format dummy`, as vLLM has) for benchmarks of full-size
-//! models without the weights.
+//! Weight sources: real safetensors shards (memory-mapped), a GGUF file (memory-mapped, kept
+//! quantized), or random weights of the checkpoint's exact shapes (`--load-format dummy`, as
+//! vLLM has) for benchmarks of full-size models without the weights.
 
+use crate::gguf::weights::GgufWeights;
+use crate::linear::{Embedding, Linear};
 use crate::{ModelError, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -13,6 +15,8 @@ pub enum LoadFormat {
     #[default]
     Auto,
     Safetensors,
+    /// A `.gguf` file: config, weights (quantized) and tokenizer in one.
+    Gguf,
     /// Random weights of the config's real shapes; only config.json and the tokenizer needed.
     Dummy,
 }
@@ -23,9 +27,10 @@ impl std::str::FromStr for LoadFormat {
         match s {
             "auto" => Ok(Self::Auto),
             "safetensors" => Ok(Self::Safetensors),
+            "gguf" => Ok(Self::Gguf),
             "dummy" => Ok(Self::Dummy),
             other => Err(format!(
-                "unknown load format `{other}` (auto, safetensors, dummy)"
+                "unknown load format `{other}` (auto, safetensors, gguf, dummy)"
             )),
         }
     }
@@ -38,6 +43,8 @@ pub struct LoadOptions {
     pub format: LoadFormat,
     /// Seed of the dummy weights, so benchmark runs are repeatable.
     pub seed: u64,
+    /// Load quantized weights as dense weights of `dtype` (the reference path).
+    pub dequantize: bool,
 }
 
 impl Default for LoadOptions {
@@ -47,6 +54,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             format: LoadFormat::Auto,
             seed: 0,
+            dequantize: false,
         }
     }
 }
@@ -59,6 +67,7 @@ pub(crate) enum WeightSource {
         device: Device,
         rng: Box<std::cell::RefCell<rand::rngs::StdRng>>,
     },
+    Gguf(Box<GgufWeights>),
 }
 
 impl WeightSource {
@@ -91,13 +100,51 @@ impl WeightSource {
         Ok(Self::Checkpoint(vb))
     }
 
-    pub(crate) fn is_dummy(&self) -> bool {
-        matches!(self, Self::Dummy { .. })
+    pub(crate) fn gguf(weights: GgufWeights) -> Self {
+        Self::Gguf(Box::new(weights))
+    }
+
+    /// One projection of row blocks `names` (`[rows_i, cols]` each), fused into one layer,
+    /// with the blocks' biases when `biases` names them.
+    pub(crate) fn linear(
+        &self,
+        names: &[String],
+        rows: &[usize],
+        cols: usize,
+        biases: Option<&[String]>,
+    ) -> Result<Linear> {
+        if let Self::Gguf(g) = self {
+            return g.linear(names, rows, cols, biases);
+        }
+        let total: usize = rows.iter().sum();
+        let fused = |names: &[String], shape: &dyn Fn(usize) -> Vec<usize>| -> Result<Tensor> {
+            if matches!(self, Self::Dummy { .. }) {
+                // Same shape, no concatenation cost.
+                return self.get(&names[0], &shape(total));
+            }
+            let parts = names
+                .iter()
+                .zip(rows)
+                .map(|(n, &r)| self.get(n, &shape(r)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&parts, 0)?)
+        };
+        let weight = fused(names, &|r| vec![r, cols])?;
+        let bias = biases.map(|b| fused(b, &|r| vec![r])).transpose()?;
+        Ok(Linear::dense(weight, bias))
+    }
+
+    pub(crate) fn embedding(&self, name: &str, shape: &[usize]) -> Result<Embedding> {
+        match self {
+            Self::Gguf(g) => g.embedding(name, shape),
+            _ => Ok(Embedding::Dense(self.get(name, shape)?)),
+        }
     }
 
     /// The tensor `name`, which must have exactly `shape`.
     pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         match self {
+            Self::Gguf(g) => g.get(name, shape),
             Self::Checkpoint(vb) => {
                 if !vb.contains_tensor(name) {
                     return Err(ModelError::Weight {
@@ -137,6 +184,7 @@ impl WeightSource {
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self {
             Self::Checkpoint(vb) => vb.contains_tensor(name),
+            Self::Gguf(g) => g.contains(name),
             Self::Dummy { .. } => true,
         }
     }

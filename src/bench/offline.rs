@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The model and engine flags of the offline commands.
@@ -24,10 +24,6 @@ pub struct EngineArgs {
     /// The model (the same as the positional MODEL).
     #[arg(long = "model", id = "model_flag", value_name = "MODEL")]
     pub model_flag: Option<String>,
-    /// tokenizer.json to use instead of the model directory's (for a config-only directory
-    /// with --load-format dummy).
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -75,49 +71,6 @@ pub struct LatencyArgs {
     pub output_json: Option<PathBuf>,
 }
 
-/// A model directory with `tokenizer` in place of its own: a temporary directory of links.
-fn with_tokenizer(model: &str, tokenizer: &Path) -> anyhow::Result<PathBuf> {
-    let src = Path::new(model);
-    if !src.is_dir() {
-        bail!("--tokenizer needs MODEL to be a local directory");
-    }
-    let dir = std::env::temp_dir().join(format!(
-        "indus-bench-model-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let abs = |p: &Path| std::fs::canonicalize(p).with_context(|| format!("{}", p.display()));
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == "tokenizer.json" || name == "tokenizer_config.json" {
-            continue;
-        }
-        link(&abs(&entry.path())?, &dir.join(name))?;
-    }
-    link(&abs(tokenizer)?, &dir.join("tokenizer.json"))?;
-    if let Some(cfg) = tokenizer
-        .parent()
-        .map(|d| d.join("tokenizer_config.json"))
-        .filter(|p| p.exists())
-    {
-        link(&abs(&cfg)?, &dir.join("tokenizer_config.json"))?;
-    }
-    Ok(dir)
-}
-
-fn link(from: &Path, to: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::symlink(from, to)
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::copy(from, to).map(|_| ())
-    }
-}
-
 /// What the roofline needs about the loaded model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
@@ -134,21 +87,7 @@ pub fn start(args: &EngineArgs) -> anyhow::Result<(EngineHandle, ModelInfo)> {
     if let Some(m) = &args.model_flag {
         model_args.model = Some(m.clone());
     }
-    let mut tmp = None;
-    if let Some(tok) = &args.tokenizer {
-        let m = model_args
-            .model
-            .clone()
-            .context("--tokenizer needs a MODEL directory")?;
-        let dir = with_tokenizer(&m, tok)?;
-        model_args.model = Some(dir.display().to_string());
-        tmp = Some(dir);
-    }
-    let loaded = crate::loader::load_model(&model_args);
-    if let Some(dir) = tmp {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    let loaded = loaded?;
+    let loaded = crate::loader::load_model(&model_args)?;
     let cfg = loaded.model.config();
     let info = ModelInfo {
         name: args
@@ -158,7 +97,7 @@ pub fn start(args: &EngineArgs) -> anyhow::Result<(EngineHandle, ModelInfo)> {
             .unwrap_or(loaded.name.clone()),
         parameters: cfg.num_parameters(),
         dtype: format!("{:?}", loaded.model.dtype()).to_lowercase(),
-        weight_bytes: cfg.num_parameters() * loaded.model.dtype().size_in_bytes(),
+        weight_bytes: loaded.summary.weight_bytes,
         device: args.model.device.clone(),
     };
     let config =

@@ -122,6 +122,8 @@ pub struct LoadedModel {
     pub engine: EngineHandle,
     /// The model's name (directory, hub id or the embedded model's name).
     pub name: String,
+    /// Block types the weights keep (`gguf Q4_1+Q8_0`), shown in /v1/models.
+    pub quantization: Option<String>,
 }
 
 /// A bound server whose model may not be loaded yet.
@@ -255,6 +257,7 @@ impl Server {
             engine: loaded.engine,
             names: names.clone(),
             root: loaded.name,
+            quantization: loaded.quantization,
             created: unix_now(),
         });
         tokio::spawn(watch_engine(engine, shutdown.clone()));
@@ -320,9 +323,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     server
         .run(move || {
-            let (engine, name, _files) =
+            let (engine, summary) =
                 crate::loader::start_engine(&args.model, &args.cache, &args.sched)?;
-            Ok(LoadedModel { engine, name })
+            Ok(LoadedModel {
+                engine,
+                name: summary.name,
+                quantization: summary.quantization,
+            })
         })
         .await
 }

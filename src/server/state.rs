@@ -15,6 +15,8 @@ pub struct Loaded {
     pub names: Vec<String>,
     /// Where the model came from (directory or hub id), shown as `root` in /v1/models.
     pub root: String,
+    /// Block types of quantized weights (`gguf Q4_1+Q8_0`); `None` when dense.
+    pub quantization: Option<String>,
     /// Unix seconds when the model became ready (`created` of /v1/models).
     pub created: u64,
 }

@@ -3,6 +3,7 @@
 //! ids from `generation_config.json`, and the chat template.
 
 mod chat_template;
+pub mod gguf;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 
@@ -120,6 +121,30 @@ impl Tokenizer {
             eos_token_ids,
             chat_template,
         })
+    }
+
+    /// A tokenizer assembled by hand (GGUF files carry their tokenizer as metadata).
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        add_bos: bool,
+        bos: Option<(String, u32)>,
+        eos: Option<(String, u32)>,
+        eos_token_ids: Vec<u32>,
+        chat_template: Option<ChatTemplate>,
+    ) -> Self {
+        Self {
+            inner,
+            add_bos,
+            bos,
+            eos,
+            eos_token_ids,
+            chat_template,
+        }
+    }
+
+    /// Whether [`Self::encode`] with special tokens prepends BOS.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
     }
 
     /// Token ids of `text`. `add_special_tokens` adds BOS as transformers would; chat prompts

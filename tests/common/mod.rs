@@ -24,11 +24,12 @@ pub fn load(name: &str) -> (CausalLm, Arc<Tokenizer>) {
             device: Device::Cpu,
             format: LoadFormat::Auto,
             seed: 0,
+            dequantize: false,
         },
     )
     .expect("fixture loads");
     let tokenizer = Tokenizer::from_files(
-        &files.tokenizer,
+        files.tokenizer.as_ref().expect("fixture tokenizer"),
         files.tokenizer_config.as_deref(),
         files.generation_config.as_deref(),
         &model.config().eos_token_ids,
@@ -97,4 +98,55 @@ pub fn assert_all_blocks_free(handle: &EngineHandle) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Logits of every position of `tokens` (one sequence, prefilled in one step): `[len, vocab]`.
+pub fn prompt_logits(model: &CausalLm, tokens: &[u32]) -> candle_core::Tensor {
+    use candle_core::Tensor;
+    use indus_kernels::AttentionMetadata;
+    use indus_kernels::metadata::HostAttentionMetadata;
+    let block_size = 16;
+    let blocks = tokens.len().div_ceil(block_size);
+    let cache = model.new_kv_cache(blocks, block_size).expect("kv cache");
+    let mut host = HostAttentionMetadata {
+        max_blocks_per_seq: blocks,
+        ..Default::default()
+    };
+    host.query_start_loc = vec![0, tokens.len() as u32];
+    host.context_lens = vec![tokens.len() as u32];
+    host.block_tables = (0..blocks as u32).collect();
+    host.slot_mapping = (0..tokens.len() as i64).collect();
+    let dev = model.device().clone();
+    let attention = AttentionMetadata::new(host, &dev).expect("metadata");
+    let pos: Vec<u32> = (0..tokens.len() as u32).collect();
+    model
+        .forward(
+            &indus_models::StepInput {
+                input_ids: &Tensor::new(tokens, &dev).expect("ids"),
+                positions: &Tensor::new(pos.as_slice(), &dev).expect("positions"),
+                attention: &attention,
+                logits_indices: &Tensor::new(pos.as_slice(), &dev).expect("indices"),
+            },
+            &cache,
+        )
+        .expect("forward")
+}
+
+/// Largest |a − b| of a row over the largest |b| of that row, worst row: the relative error
+/// the GGUF goldens are held to.
+pub fn worst_row_relative_error(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let a = a.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+    let b = b.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+    a.iter()
+        .zip(&b)
+        .map(|(ra, rb)| {
+            let diff = ra
+                .iter()
+                .zip(rb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            let scale = rb.iter().map(|y| y.abs()).fold(0f32, f32::max).max(1e-6);
+            diff / scale
+        })
+        .fold(0f32, f32::max)
 }

@@ -1,101 +1,11 @@
-//! The CPU side of the GPU check (`indus-gpu-check`, scripts/gpu-check.sh): deterministic random inputs, paged
-//! attention cases with poisoned cache slots, error metrics and tolerances, byte counts for bandwidth figures.
-//! Everything here runs without a GPU and is unit-tested in CI; the binary only moves these inputs to the device,
-//! runs each op there and on the CPU reference, and compares.
+//! Inputs of the GPU check: paged attention cases with poisoned cache slots, inputs that provoke the bugs a careful
+//! reading could not rule out (scores large enough to overflow a softmax without max subtraction, one dominant
+//! key, RMSNorm rows small enough that a dropped eps matters), and sampling rows with ties, infinities, NaNs and
+//! extreme parameters. All deterministic from a seed, all usable on CPU.
 
+use super::metrics::Rng;
 use crate::metadata::HostAttentionMetadata;
-use candle_core::DType;
-
-/// SplitMix64: small, seedable, and the same on every machine.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-
-    pub fn normals(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.normal() * scale).collect()
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
-        for i in (1..xs.len()).rev() {
-            xs.swap(i, self.below(i + 1));
-        }
-    }
-}
-
-/// Relative L2 error `|got - want| / |want|` (absolute when `want` is all zeros). Any non-finite `got` where
-/// `want` is finite gives infinity, so poisoned values that leak into an output fail every tolerance.
-pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "rel_l2: lengths differ");
-    let (mut num, mut den) = (0f64, 0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        if w.is_finite() && !g.is_finite() {
-            return f64::INFINITY;
-        }
-        let d = g as f64 - w as f64;
-        num += d * d;
-        den += w as f64 * w as f64;
-    }
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
-}
-
-pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f64 {
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).abs())
-        .fold(
-            0.0,
-            |a: f64, d| if d.is_nan() { f64::INFINITY } else { a.max(d) },
-        )
-}
-
-/// Bitwise-style equality that treats NaN == NaN (cache writes are copies: they must match exactly, and the
-/// poisoned slots they must not touch stay NaN).
-pub fn mismatches_exact(got: &[f32], want: &[f32]) -> usize {
-    got.iter()
-        .zip(want)
-        .filter(|(g, w)| !(g == w || (g.is_nan() && w.is_nan())))
-        .count()
-}
-
-/// Tolerance on the relative L2 error of a kernel against its CPU reference.
-pub fn tolerance(dtype: DType) -> f64 {
-    match dtype {
-        DType::F32 => 1e-4,
-        _ => 1e-2,
-    }
-}
+use crate::sampling::SamplingRow;
 
 /// One sequence of a paged attention case: `context_len` tokens in the cache after this step, of which the last
 /// `q_len` are this step's queries.
@@ -188,6 +98,12 @@ impl AttentionCase {
         }
     }
 
+    /// The cache slot of position `pos` of sequence `seq`.
+    pub fn slot(&self, seq: usize, pos: usize) -> usize {
+        self.meta.block_table(seq)[pos / self.block_size] as usize * self.block_size
+            + pos % self.block_size
+    }
+
     /// A random cache `[num_blocks, kv_heads, block_size, head_size]` with every poisoned slot set to NaN.
     pub fn cache(&self, num_kv_heads: usize, head_size: usize, rng: &mut Rng) -> Vec<f32> {
         let mut c = rng.normals(
@@ -203,6 +119,355 @@ impl AttentionCase {
         }
         c
     }
+}
+
+/// How the attention scores of a case are distributed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScoreRegime {
+    /// q, K and V standard normal: scores of standard deviation about 1.
+    Random,
+    /// q scaled by this factor: scores of that standard deviation, so the largest score of a row of a few dozen keys
+    /// or more is far above 88.7 -- where `exp` overflows f32 without the max subtracted.
+    ScaledQ(f32),
+    /// Every query token has one key scoring [`DOMINANT_SCORE`] (the rest score ~N(0, 10^2)): the softmax is one-hot,
+    /// overflows without max subtraction, and a kernel that skips or misplaces that one key is off by ~100 %. Decode
+    /// tokens' dominant keys sit, by sequence, at the newest position, at position 0, on a block or split-K partition
+    /// boundary, or anywhere; prompt tokens' at their own position (the diagonal).
+    DominantKey,
+}
+
+/// The score of the dominant key in [`ScoreRegime::DominantKey`].
+pub const DOMINANT_SCORE: f32 = 120.0;
+/// Scale of the query direction in [`ScoreRegime::DominantKey`]: other keys score ~N(0, DELTA^2).
+const DOMINANT_DELTA: f32 = 10.0;
+
+/// A paged attention problem with its inputs (q `[tokens, heads, hs]`, K and V caches, host f32 values).
+#[derive(Debug, Clone)]
+pub struct AttentionInputs {
+    pub case: AttentionCase,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub heads: usize,
+    pub kvh: usize,
+    pub hs: usize,
+    pub scale: f32,
+    pub regime: ScoreRegime,
+    /// Per query token, the position of its dominant key ([`ScoreRegime::DominantKey`] only).
+    pub dominant: Vec<Option<usize>>,
+}
+
+impl AttentionInputs {
+    pub fn new(
+        seqs: &[SeqSpec],
+        block_size: usize,
+        (heads, kvh, hs): (usize, usize, usize),
+        regime: ScoreRegime,
+        rng: &mut Rng,
+    ) -> Self {
+        let case = AttentionCase::new(seqs, block_size, 2, rng);
+        let tokens = case.meta.num_tokens();
+        let scale = 1.0 / (hs as f32).sqrt();
+        let mut q = rng.normals(tokens * heads * hs, 1.0);
+        let mut k = case.cache(kvh, hs, rng);
+        let v = case.cache(kvh, hs, rng);
+        let mut dominant = vec![None; tokens];
+        match regime {
+            ScoreRegime::Random => {}
+            ScoreRegime::ScaledQ(f) => q.iter_mut().for_each(|x| *x *= f),
+            ScoreRegime::DominantKey => {
+                let gamma = DOMINANT_SCORE / (DOMINANT_DELTA * hs as f32 * scale);
+                for (s, spec) in seqs.iter().enumerate() {
+                    let first = spec.context_len - spec.q_len;
+                    for j in 0..spec.q_len {
+                        let t = case.meta.query_start_loc[s] as usize + j;
+                        let pos = if spec.q_len > 1 {
+                            first + j
+                        } else {
+                            let ctx = spec.context_len;
+                            match s % 4 {
+                                0 => ctx - 1,
+                                1 => 0,
+                                2 if ctx > 512 => 512,
+                                2 => (ctx - 1) / block_size * block_size,
+                                _ => rng.below(ctx),
+                            }
+                        };
+                        dominant[t] = Some(pos);
+                        let u: Vec<f32> = (0..hs)
+                            .map(|_| if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 })
+                            .collect();
+                        for h in 0..heads {
+                            let row = &mut q[(t * heads + h) * hs..][..hs];
+                            for (x, &ui) in row.iter_mut().zip(&u) {
+                                *x += DOMINANT_DELTA * ui;
+                            }
+                        }
+                        let slot = case.slot(s, pos);
+                        let (b, o) = (slot / block_size, slot % block_size);
+                        for h in 0..kvh {
+                            let base = ((b * kvh + h) * block_size + o) * hs;
+                            for (x, &ui) in k[base..base + hs].iter_mut().zip(&u) {
+                                *x = gamma * ui;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Self {
+            case,
+            q,
+            k,
+            v,
+            heads,
+            kvh,
+            hs,
+            scale,
+            regime,
+            dominant,
+        }
+    }
+
+    /// Dims of the K and V caches.
+    pub fn cache_dims(&self) -> [usize; 4] {
+        [
+            self.case.num_blocks,
+            self.kvh,
+            self.case.block_size,
+            self.hs,
+        ]
+    }
+
+    pub fn q_dims(&self) -> [usize; 3] {
+        [self.case.meta.num_tokens(), self.heads, self.hs]
+    }
+}
+
+/// RMSNorm rows whose magnitude cycles through these scales: at 1e-2 and below, `mean(x^2)` is within a factor of
+/// ten of an eps of 1e-5 or 1e-6, so a kernel that drops or misreads eps is off by 5 % to 100 % on those rows.
+pub const NORM_ROW_SCALES: [f32; 6] = [1.0, 1e-2, 3e-3, 1e-3, 3e-4, 10.0];
+
+/// `rows x dim` values, row `r` scaled by `NORM_ROW_SCALES[r % 6]`.
+pub fn norm_rows(rows: usize, dim: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut x = rng.normals(rows * dim, 1.0);
+    for (r, row) in x.chunks_mut(dim.max(1)).enumerate() {
+        let s = NORM_ROW_SCALES[r % NORM_ROW_SCALES.len()];
+        row.iter_mut().for_each(|v| *v *= s);
+    }
+    x
+}
+
+// ---------------------------------------------------------------------------------------------- sampling
+
+/// The shape of one row of logits in the sampling check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitPattern {
+    /// ~N(0, 3^2).
+    Normal,
+    /// Rounded to halves: many exact ties, at the top too.
+    Ties,
+    /// 30 % -inf.
+    SomeNegInf,
+    /// 10 % NaN (sampled as -inf).
+    SomeNan,
+    /// Every logit 0.
+    AllEqual,
+    /// One +inf among normal logits.
+    PosInf,
+    /// -inf everywhere but one logit.
+    OneFinite,
+    /// NaN everywhere.
+    AllNan,
+    /// -inf everywhere.
+    AllNegInf,
+    /// ~N(0, 300^2): weights underflow to 0 for all but a few.
+    Huge,
+}
+
+pub const LOGIT_PATTERNS: [LogitPattern; 10] = [
+    LogitPattern::Normal,
+    LogitPattern::Ties,
+    LogitPattern::SomeNegInf,
+    LogitPattern::SomeNan,
+    LogitPattern::AllEqual,
+    LogitPattern::PosInf,
+    LogitPattern::OneFinite,
+    LogitPattern::AllNan,
+    LogitPattern::AllNegInf,
+    LogitPattern::Huge,
+];
+
+/// Fills one row of logits with `pattern`.
+pub fn fill_logits(pattern: LogitPattern, rng: &mut Rng, row: &mut [f32]) {
+    use LogitPattern as P;
+    let n = row.len();
+    for x in row.iter_mut() {
+        *x = match pattern {
+            P::Normal | P::SomeNegInf | P::SomeNan | P::PosInf => rng.approx_normal() * 3.0,
+            P::Ties => (rng.approx_normal() * 4.0).round() * 0.5,
+            P::AllEqual => 0.0,
+            P::OneFinite | P::AllNegInf => f32::NEG_INFINITY,
+            P::AllNan => f32::NAN,
+            P::Huge => rng.approx_normal() * 300.0,
+        };
+        let u = rng.next_u64() % 10;
+        if pattern == P::SomeNegInf && u < 3 {
+            *x = f32::NEG_INFINITY;
+        }
+        if pattern == P::SomeNan && u < 1 {
+            *x = f32::NAN;
+        }
+    }
+    if n > 0 {
+        match pattern {
+            P::PosInf => row[rng.below(n)] = f32::INFINITY,
+            P::OneFinite => row[rng.below(n)] = rng.normal(),
+            _ => {}
+        }
+    }
+}
+
+/// The largest f32 below 1: a uniform draw at the very end of the CDF.
+pub const UNIFORM_NEAR_ONE: f32 = 1.0 - f32::EPSILON / 2.0;
+
+/// Number of parameter sets of [`hostile_params`].
+pub const HOSTILE_PARAM_SETS: usize = 20;
+
+/// The `i`-th (mod [`HOSTILE_PARAM_SETS`]) parameter set of the hostile sampling mix: greedy and NaN temperature,
+/// top_k of 1, of the vocabulary and beyond it, top_p of 0 and 1e-6, min_p near 1, temperatures from 1e-5 to 100,
+/// draws of 0 and just below 1, and combinations.
+pub fn hostile_params(i: usize, vocab: usize, rng: &mut Rng) -> SamplingRow {
+    let u = rng.uniform();
+    let r = |temperature: f32, top_k: u32, top_p: f32, min_p: f32, uniform: f32| SamplingRow {
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        uniform,
+    };
+    let v = vocab as u32;
+    match i % HOSTILE_PARAM_SETS {
+        0 => SamplingRow::greedy(),
+        1 => r(1.0, 0, 1.0, 0.0, u),
+        2 => r(0.7, 50, 1.0, 0.0, u),
+        3 => r(1.0, v, 1.0, 0.0, u),
+        4 => r(1.0, v.saturating_add(7), 1.0, 0.0, u),
+        5 => r(1.0, 1, 1.0, 0.0, u),
+        6 => r(1.0, 0, 1e-6, 0.0, u),
+        7 => r(1.0, 0, 0.0, 0.0, u),
+        8 => r(0.9, 0, 0.9, 0.0, u),
+        9 => r(1.2, 0, 1.0, 0.05, u),
+        10 => r(1.0, 0, 1.0, 0.99, u),
+        11 => r(1e-4, 0, 1.0, 0.0, u),
+        12 => r(100.0, 0, 1.0, 0.0, u),
+        13 => r(0.8, 40, 0.95, 0.02, u),
+        14 => r(1.0, 0, 1.0, 0.0, UNIFORM_NEAR_ONE),
+        15 => r(1.0, 0, 0.5, 0.0, UNIFORM_NEAR_ONE),
+        16 => r(1e-5, 0, 1.0, 0.0, u),
+        17 => r(1.0, 0, 1.0, 0.0, 0.0),
+        18 => r(1.0, 2, 0.3, 0.5, UNIFORM_NEAR_ONE),
+        _ => r(f32::NAN, 0, 1.0, 0.0, u),
+    }
+}
+
+/// What a batch of sampling rows looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingKind {
+    /// Temperature 1, no filters, normal logits: the case where two different exps flip the most draws.
+    Temperature1,
+    /// Every [`LogitPattern`] with every [`hostile_params`] set.
+    Hostile,
+    /// Every [`LogitPattern`], no parameters (`sampling::argmax`).
+    Greedy,
+}
+
+/// Rows `first..first + n` of a sampling run (`[n, vocab]` logits and their parameters; parameters are empty for
+/// [`SamplingKind::Greedy`]). Each row depends only on `(seed, row index)`, so a run can be generated in pieces and
+/// on several threads.
+pub fn sampling_rows(
+    kind: SamplingKind,
+    first: usize,
+    n: usize,
+    vocab: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<SamplingRow>) {
+    let mut logits = vec![0f32; n * vocab];
+    let mut params = Vec::with_capacity(n);
+    let row_rng = |row: usize| {
+        Rng::new(seed ^ (row as u64).wrapping_mul(0xD134_2543_DE82_EF95) ^ (kind as u64) << 60)
+    };
+    let pattern_of = |row: usize| match kind {
+        SamplingKind::Temperature1 => LogitPattern::Normal,
+        _ => LOGIT_PATTERNS[row % LOGIT_PATTERNS.len()],
+    };
+    // Logits on all cores (billions of them in a full run); parameters are cheap.
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(64);
+    let rows_per = n.div_ceil(threads).max(1);
+    if vocab > 0 {
+        std::thread::scope(|sc| {
+            for (c, chunk) in logits.chunks_mut(rows_per * vocab).enumerate() {
+                sc.spawn(move || {
+                    for (i, row) in chunk.chunks_mut(vocab).enumerate() {
+                        let r = first + c * rows_per + i;
+                        fill_logits(pattern_of(r), &mut row_rng(r), row);
+                    }
+                });
+            }
+        });
+    }
+    for r in first..first + n {
+        let mut rng = row_rng(r);
+        rng.next_u64();
+        match kind {
+            SamplingKind::Temperature1 => params.push(SamplingRow {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                uniform: rng.uniform(),
+            }),
+            SamplingKind::Hostile => {
+                let set = (r / LOGIT_PATTERNS.len()) % HOSTILE_PARAM_SETS;
+                params.push(hostile_params(set, vocab, &mut rng));
+            }
+            SamplingKind::Greedy => {}
+        }
+    }
+    (logits, params)
+}
+
+/// [`crate::sampling::sample_reference`] on all cores, row blocks in parallel (the same result, row for row).
+pub fn sample_reference_parallel(
+    logits: &[f32],
+    vocab: usize,
+    rows: Option<&[SamplingRow]>,
+) -> Vec<u32> {
+    if vocab == 0 {
+        return Vec::new();
+    }
+    let n = logits.len() / vocab;
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(64);
+    let per = n.div_ceil(threads).max(1);
+    let mut out = vec![0u32; n];
+    std::thread::scope(|sc| {
+        for (c, dst) in out.chunks_mut(per).enumerate() {
+            let lo = c * per;
+            let hi = lo + dst.len();
+            let l = &logits[lo * vocab..hi * vocab];
+            let p = rows.map(|r| &r[lo..hi]);
+            sc.spawn(move || {
+                dst.copy_from_slice(&crate::sampling::sample_reference(l, vocab, p));
+            });
+        }
+    });
+    out
 }
 
 /// Bytes a decode attention step must read at least: every context token's K and V rows for every KV head, plus
@@ -229,83 +494,9 @@ pub fn prefill_attention_flops(seqs: &[SeqSpec], num_heads: usize, head_size: us
         .sum()
 }
 
-/// One line of the check's report.
-#[derive(Debug, Clone)]
-pub struct CheckResult {
-    pub name: String,
-    pub dtype: DType,
-    pub detail: String,
-    /// Relative L2 error (or mismatch count for exact checks).
-    pub error: f64,
-    pub tolerance: f64,
-}
-
-impl CheckResult {
-    pub fn passed(&self) -> bool {
-        self.error <= self.tolerance
-    }
-}
-
-/// Markdown table of results, failures first.
-pub fn results_table(results: &[CheckResult]) -> String {
-    let mut rows: Vec<&CheckResult> = results.iter().collect();
-    rows.sort_by_key(|r| r.passed());
-    let mut s = String::from(
-        "| check | dtype | case | error | tolerance | result |\n|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        s.push_str(&format!(
-            "| {} | {:?} | {} | {:.2e} | {:.0e} | {} |\n",
-            r.name,
-            r.dtype,
-            r.detail,
-            r.error,
-            r.tolerance,
-            if r.passed() { "ok" } else { "FAIL" }
-        ));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rng_is_deterministic_and_roughly_normal() {
-        let a: Vec<u64> = {
-            let mut r = Rng::new(7);
-            (0..4).map(|_| r.next_u64()).collect()
-        };
-        let b: Vec<u64> = {
-            let mut r = Rng::new(7);
-            (0..4).map(|_| r.next_u64()).collect()
-        };
-        assert_eq!(a, b);
-        let mut r = Rng::new(1);
-        let xs = r.normals(20_000, 1.0);
-        let mean = xs.iter().sum::<f32>() / xs.len() as f32;
-        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / xs.len() as f32;
-        assert!(
-            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
-            "{mean} {var}"
-        );
-        assert!((0..1000).all(|_| (0.0..1.0).contains(&r.uniform())));
-    }
-
-    #[test]
-    fn metrics_catch_poison() {
-        assert_eq!(rel_l2(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
-        assert!((rel_l2(&[1.1, 2.0], &[1.0, 2.0]) - 0.1 / 5f64.sqrt()).abs() < 1e-7);
-        assert_eq!(rel_l2(&[f32::NAN, 2.0], &[1.0, 2.0]), f64::INFINITY);
-        assert_eq!(max_abs_diff(&[f32::NAN], &[1.0]), f64::INFINITY);
-        assert_eq!(
-            mismatches_exact(&[f32::NAN, 1.0, 2.0], &[f32::NAN, 1.0, 3.0]),
-            1
-        );
-        assert_eq!(tolerance(DType::BF16), 1e-2);
-        assert_eq!(tolerance(DType::F32), 1e-4);
-    }
 
     #[test]
     fn attention_case_is_valid_and_poisons_the_rest() {
@@ -318,7 +509,7 @@ mod tests {
         ];
         let case = AttentionCase::new(&seqs, 16, 3, &mut rng);
         let m = &case.meta;
-        m.validate(16).unwrap();
+        m.check(case.num_blocks, 16).unwrap();
         assert_eq!(m.num_tokens(), 1 + 1 + 8 + 16);
         assert_eq!(m.query_start_loc, vec![0, 1, 2, 10, 26]);
         // Blocks: 2 + 1 + 3 + 1 used, 3 spare, 1 poison.
@@ -349,17 +540,115 @@ mod tests {
     }
 
     #[test]
-    fn table_lists_failures_first() {
-        let r = |e| CheckResult {
-            name: "x".into(),
-            dtype: DType::F32,
-            detail: "d".into(),
-            error: e,
-            tolerance: 1e-4,
+    fn dominant_keys_dominate_and_sit_where_documented() {
+        let mut rng = Rng::new(4);
+        let seqs = [
+            SeqSpec::decode(40),
+            SeqSpec::decode(40),
+            SeqSpec::decode(700),
+            SeqSpec::decode(33),
+            SeqSpec::chunk(30, 5),
+        ];
+        let inp = AttentionInputs::new(&seqs, 16, (4, 2, 64), ScoreRegime::DominantKey, &mut rng);
+        let positions: Vec<usize> = inp.dominant.iter().map(|d| d.unwrap()).collect();
+        assert_eq!(&positions[..3], &[39, 0, 512]);
+        assert!(positions[3] < 33);
+        assert_eq!(&positions[4..], &[25, 26, 27, 28, 29]);
+        // Token 0's score against its dominant key, head 3 (kv head 1): about DOMINANT_SCORE; others far below.
+        let m = &inp.case.meta;
+        let (hs, kvh) = (inp.hs, inp.kvh);
+        let q = &inp.q[3 * hs..4 * hs];
+        let score = |pos: usize| {
+            let slot = inp.case.slot(0, pos);
+            let (b, o) = (slot / 16, slot % 16);
+            let base = ((b * kvh + 1) * 16 + o) * hs;
+            q.iter()
+                .zip(&inp.k[base..base + hs])
+                .map(|(a, b)| a * b)
+                .sum::<f32>()
+                * inp.scale
         };
-        let t = results_table(&[r(0.0), r(1.0)]);
-        let fail = t.find("FAIL").unwrap();
-        let ok = t.find("| ok |").unwrap();
-        assert!(fail < ok);
+        let top = score(39);
+        assert!((top - DOMINANT_SCORE).abs() < 10.0, "{top}");
+        assert!((0..39).all(|p| score(p) < top - 50.0));
+        assert_eq!(m.num_tokens(), 9);
+    }
+
+    #[test]
+    fn scaled_q_overflows_exp_somewhere() {
+        let mut rng = Rng::new(5);
+        let inp = AttentionInputs::new(
+            &[SeqSpec::decode(100)],
+            16,
+            (2, 1, 64),
+            ScoreRegime::ScaledQ(40.0),
+            &mut rng,
+        );
+        let q = &inp.q[..64];
+        let max = (0..100)
+            .map(|pos| {
+                let slot = inp.case.slot(0, pos);
+                let base = slot * 64;
+                q.iter()
+                    .zip(&inp.k[base..base + 64])
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+                    * inp.scale
+            })
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert!(max > 88.8, "the largest score {max} must overflow exp");
+    }
+
+    #[test]
+    fn norm_rows_cycle_their_scales() {
+        let x = norm_rows(12, 1000, &mut Rng::new(2));
+        let rms = |r: usize| {
+            (x[r * 1000..(r + 1) * 1000]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                / 1000.0)
+                .sqrt()
+        };
+        for r in 0..12 {
+            let want = NORM_ROW_SCALES[r % 6];
+            assert!((rms(r) / want - 1.0).abs() < 0.1, "row {r}: {}", rms(r));
+        }
+    }
+
+    #[test]
+    fn sampling_rows_are_deterministic_piecewise_and_cover_the_hostile_mix() {
+        let (l, p) = sampling_rows(SamplingKind::Hostile, 0, 400, 50, 9);
+        let (l2, p2) = sampling_rows(SamplingKind::Hostile, 100, 50, 50, 9);
+        assert_eq!(&l[100 * 50..150 * 50].len(), &l2.len());
+        assert!(
+            l[100 * 50..150 * 50]
+                .iter()
+                .zip(&l2)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert_eq!(&p[100..150], &p2[..]);
+        assert!(l.iter().any(|x| x.is_nan()));
+        assert!(l.contains(&f32::INFINITY));
+        assert!(l.contains(&f32::NEG_INFINITY));
+        assert!(p.iter().any(|r| r.uniform == UNIFORM_NEAR_ONE));
+        assert!(p.iter().any(|r| r.top_k as usize > 50));
+        assert!(p.iter().any(|r| r.is_greedy()) && p.iter().any(|r| r.temperature.is_nan()));
+        // Every pattern meets every parameter set once in 200 rows.
+        let combos: std::collections::HashSet<(usize, usize)> = (0..200)
+            .map(|r| {
+                (
+                    r % LOGIT_PATTERNS.len(),
+                    (r / LOGIT_PATTERNS.len()) % HOSTILE_PARAM_SETS,
+                )
+            })
+            .collect();
+        assert_eq!(combos.len(), LOGIT_PATTERNS.len() * HOSTILE_PARAM_SETS);
+        let par = sample_reference_parallel(&l, 50, Some(&p));
+        assert_eq!(par, crate::sampling::sample_reference(&l, 50, Some(&p)));
+        let (t1, p1) = sampling_rows(SamplingKind::Temperature1, 0, 3, 10, 1);
+        assert!(t1.iter().all(|x| x.is_finite()) && p1.len() == 3);
+        let (g, pg) = sampling_rows(SamplingKind::Greedy, 0, 3, 10, 1);
+        assert!(pg.is_empty() && g.len() == 30);
     }
 }

@@ -6,6 +6,7 @@ use super::{KernelType, Module, U32Arg, alloc, cfg, func, sm_count, view, wrap};
 use crate::kv_layout::KvCacheShape;
 use crate::metadata::{DeviceAttentionMetadata, HostAttentionMetadata};
 use crate::paged_attention::{AttentionPlan, PagedAttention, plan_attention};
+use crate::shared::{DECODE_THREADS, PREFILL_BM, PREFILL_THREADS};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::cuda_backend::cudarc::driver::{CudaView, PushKernelArg};
@@ -13,9 +14,6 @@ use candle_core::{CudaDevice, CudaStorage, DType, Device, Layout, Result, Shape,
 use half::{bf16, f16};
 
 const OP: &str = "paged-attention";
-const PREFILL_BM: usize = 64;
-const PREFILL_THREADS: u32 = 128;
-const DECODE_THREADS: u32 = 128;
 
 /// Uploads the host metadata when the caller built [`crate::AttentionMetadata`] without device copies.
 fn upload(host: &HostAttentionMetadata, dev: &CudaDevice) -> Result<DeviceAttentionMetadata> {

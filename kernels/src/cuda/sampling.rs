@@ -1,7 +1,9 @@
-//! `cuda_fwd` of the sampler: one CTA of 1024 threads per row (kernels/cuda/sampling.cu).
+//! `cuda_fwd` of the sampler (one CTA of [`SAMPLE_THREADS`] threads per row, kernels/cuda/sampling.cu) and of the
+//! exp it uses (`fma_exp_f32`, for the GPU check's bit-for-bit comparison).
 
 use super::{Module, alloc, cfg, func, view};
-use crate::sampling::SamplingRow;
+use crate::sampling::{KernelRow, SamplingRow};
+use crate::shared::SAMPLE_THREADS;
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result, Shape};
@@ -26,8 +28,12 @@ pub(crate) fn forward(
     let x = view::<f32>(s, l, op)?;
     let mut out = alloc::<u32>(&dev, batch)?;
     if batch > 0 && vocab > 0 {
+        // Resolved on the host, exactly as the CPU reference resolves them (1/T, ln(min_p)).
         let params = match rows {
-            Some(r) => Some(dev.clone_htod(r)?),
+            Some(r) => {
+                let k: Vec<KernelRow> = r.iter().map(KernelRow::from).collect();
+                Some(dev.clone_htod(&k)?)
+            }
             None => None,
         };
         let f = func(&dev, Module::Sampling, "sample_f32")?;
@@ -42,7 +48,34 @@ pub(crate) fn forward(
         };
         b.arg(&mut out).arg(&v);
         // SAFETY: argument types match the kernel; a null parameter pointer means greedy.
-        unsafe { b.launch(cfg((batch as u32, 1, 1), 1024)) }.w()?;
+        unsafe { b.launch(cfg((batch as u32, 1, 1), SAMPLE_THREADS)) }.w()?;
     }
     Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(batch)))
+}
+
+/// `indus_exp` of every element of a contiguous f32 tensor.
+pub(crate) fn fma_exp(s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+    let op = "fma-exp";
+    if !matches!(s.slice, CudaStorageSlice::F32(_)) {
+        candle_core::bail!("{op}: input must be f32");
+    }
+    let n = l.shape().elem_count();
+    let dev = s.device.clone();
+    let x = view::<f32>(s, l, op)?;
+    let mut out = alloc::<f32>(&dev, n)?;
+    if n > 0 {
+        let f = func(&dev, Module::Sampling, "fma_exp_f32")?;
+        let threads = 256u32;
+        let blocks = n.div_ceil(threads as usize);
+        if blocks > u32::MAX as usize {
+            candle_core::bail!("{op}: {n} elements is too many for one launch");
+        }
+        let nn = n as i64;
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x).arg(&mut out).arg(&nn);
+        // SAFETY: argument types match the kernel; threads past n return.
+        unsafe { b.launch(cfg((blocks as u32, 1, 1), threads)) }.w()?;
+    }
+    Ok((CudaStorage::wrap_cuda_slice(out, dev), l.shape().clone()))
 }

@@ -15,6 +15,7 @@ fn card(l: &Loaded, name: &str) -> ModelCard {
         created: l.created,
         owned_by: "indus",
         root: l.root.clone(),
+        quantization: l.quantization.clone(),
         max_model_len: l.engine.limits().max_model_len,
     }
 }

@@ -268,6 +268,8 @@ pub struct ModelCard {
     pub created: u64,
     pub owned_by: &'static str,
     pub root: String,
+    /// Block types of quantized weights, e.g. `gguf Q4_1+Q8_0`; null when dense.
+    pub quantization: Option<String>,
     pub max_model_len: usize,
 }
 

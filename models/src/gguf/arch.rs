@@ -1,0 +1,237 @@
+//! What a GGUF file's metadata says about the model: the config our decoder is built from, and
+//! the one table from our (Hugging Face) tensor names to GGUF's.
+
+use super::reader::{GgufError, GgufFile};
+use crate::config::{Architecture, ModelConfig, RopeScaling};
+use crate::{ModelError, Result};
+
+/// Per-layer names: (our suffix after `model.layers.N.`, GGUF suffix after `blk.N.`).
+const LAYER_NAMES: &[(&str, &str)] = &[
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("self_attn.q_proj.weight", "attn_q.weight"),
+    ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.v_proj.weight", "attn_v.weight"),
+    ("self_attn.q_proj.bias", "attn_q.bias"),
+    ("self_attn.k_proj.bias", "attn_k.bias"),
+    ("self_attn.v_proj.bias", "attn_v.bias"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("post_attention_layernorm.weight", "ffn_norm.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+];
+
+/// Whole-model names.
+const MODEL_NAMES: &[(&str, &str)] = &[
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
+/// The GGUF name of one of our tensor names.
+pub fn gguf_name(ours: &str) -> Option<String> {
+    if let Some((_, g)) = MODEL_NAMES.iter().find(|(o, _)| *o == ours) {
+        return Some((*g).to_string());
+    }
+    let rest = ours.strip_prefix("model.layers.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (_, g) = LAYER_NAMES.iter().find(|(o, _)| *o == suffix)?;
+    Some(format!("blk.{layer}.{g}"))
+}
+
+/// How a family's converter laid out Q and K rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkLayout {
+    /// llama.cpp's converter permutes llama/mistral Q and K rows for its interleaved rotary;
+    /// they are un-permuted at load.
+    Interleaved,
+    /// Stored as in the Hugging Face checkpoint (qwen2: neox rotary in llama.cpp too).
+    AsIs,
+}
+
+/// The family named by `general.architecture`.
+pub fn architecture(file: &GgufFile) -> Result<(Architecture, QkLayout, String)> {
+    let arch = file
+        .str("general.architecture")
+        .map_err(gguf_err)?
+        .to_string();
+    let (a, layout) = match arch.as_str() {
+        "llama" => (Architecture::Llama, QkLayout::Interleaved),
+        "mistral" => (Architecture::Mistral, QkLayout::Interleaved),
+        "qwen2" => (Architecture::Qwen2, QkLayout::AsIs),
+        other => {
+            return Err(ModelError::UnsupportedArchitecture(vec![format!(
+                "{} (general.architecture = {other}; GGUF supports llama, mistral, qwen2)",
+                file.path().display()
+            )]));
+        }
+    };
+    Ok((a, layout, arch))
+}
+
+pub(crate) fn gguf_err(e: GgufError) -> ModelError {
+    ModelError::Gguf(e)
+}
+
+/// The decoder's config from the file's metadata (and a few tensor shapes).
+pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
+    let (architecture, _, arch) = architecture(file)?;
+    let key = |k: &str| format!("{arch}.{k}");
+    let need = |k: &str| file.usize(&key(k)).map_err(gguf_err);
+    let invalid = |reason: String| {
+        ModelError::Gguf(GgufError::Invalid {
+            path: file.path().to_path_buf(),
+            reason,
+        })
+    };
+    let hidden_size = need("embedding_length")?;
+    let num_layers = need("block_count")?;
+    let intermediate_size = need("feed_forward_length")?;
+    let num_heads = need("attention.head_count")?;
+    let num_kv_heads = file
+        .opt_usize(&key("attention.head_count_kv"))
+        .map_err(gguf_err)?
+        .unwrap_or(num_heads);
+    if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
+        return Err(invalid(format!(
+            "{num_heads} attention heads are not a multiple of {num_kv_heads} KV heads"
+        )));
+    }
+    let head_dim = match file
+        .opt_usize(&key("attention.key_length"))
+        .map_err(gguf_err)?
+    {
+        Some(d) => d,
+        None if hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
+        None => {
+            return Err(invalid(
+                "embedding_length is not a multiple of head_count".into(),
+            ));
+        }
+    };
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
+        return Err(invalid(format!("head size {head_dim} must be even")));
+    }
+    let rms_norm_eps = file
+        .opt_f64(&key("attention.layer_norm_rms_epsilon"))
+        .map_err(gguf_err)?
+        .ok_or_else(|| {
+            gguf_err(GgufError::MissingKey {
+                path: file.path().to_path_buf(),
+                key: key("attention.layer_norm_rms_epsilon"),
+            })
+        })?;
+    let rope_theta = file
+        .opt_f64(&key("rope.freq_base"))
+        .map_err(gguf_err)?
+        .unwrap_or(10_000.0);
+    let max_position_embeddings = need("context_length")?;
+    let rope_scaling = match file.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+        None | Some("none") => None,
+        Some("linear") => Some(RopeScaling {
+            rope_type: "linear".into(),
+            factor: file
+                .opt_f64(&key("rope.scaling.factor"))
+                .map_err(gguf_err)?,
+            low_freq_factor: None,
+            high_freq_factor: None,
+            original_max_position_embeddings: None,
+        }),
+        Some(other) => {
+            return Err(invalid(format!(
+                "{}: rope scaling `{other}` is not supported (linear; llama3 comes as rope_freqs)",
+                key("rope.scaling.type")
+            )));
+        }
+    };
+    // Llama 3.1-style scaling arrives as per-frequency divisors, one per rotary pair.
+    let rope_freq_factors = match file.tensor_info("rope_freqs.weight") {
+        None => None,
+        Some(info) => {
+            if info.elem_count() != head_dim / 2 {
+                return Err(invalid(format!(
+                    "rope_freqs.weight has {} values, the head size {head_dim} needs {}",
+                    info.elem_count(),
+                    head_dim / 2
+                )));
+            }
+            let t = super::weights::qtensor(
+                file,
+                "rope_freqs.weight",
+                info,
+                &candle_core::Device::Cpu,
+            )?
+            .dequantize(&candle_core::Device::Cpu)?
+            .flatten_all()?;
+            Some(t.to_vec1::<f32>()?)
+        }
+    };
+    let embed = file
+        .tensor_info("token_embd.weight")
+        .ok_or_else(|| invalid("no tensor `token_embd.weight`".into()))?;
+    let vocab_size = embed.shape.first().copied().unwrap_or(0);
+    if embed.shape != [vocab_size, hidden_size] {
+        return Err(invalid(format!(
+            "token_embd.weight has shape {:?}, expected [vocab, {hidden_size}]",
+            embed.shape
+        )));
+    }
+    let id = |k: &str| -> Result<Option<u32>> {
+        Ok(file
+            .opt_usize(k)
+            .map_err(gguf_err)?
+            .and_then(|v| u32::try_from(v).ok()))
+    };
+    let sliding_window = match architecture {
+        Architecture::Mistral => file
+            .opt_usize(&key("attention.sliding_window"))
+            .map_err(gguf_err)?,
+        _ => None,
+    };
+    Ok(ModelConfig {
+        architecture,
+        vocab_size,
+        hidden_size,
+        intermediate_size,
+        num_layers,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rms_norm_eps,
+        rope_theta,
+        rope_scaling,
+        rope_freq_factors,
+        max_position_embeddings,
+        tie_word_embeddings: file.tensor_info("output.weight").is_none(),
+        qkv_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
+        sliding_window,
+        bos_token_id: id("tokenizer.ggml.bos_token_id")?,
+        eos_token_ids: id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_through_the_table() {
+        assert_eq!(
+            gguf_name("model.embed_tokens.weight").unwrap(),
+            "token_embd.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.17.self_attn.k_proj.bias").unwrap(),
+            "blk.17.attn_k.bias"
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.post_attention_layernorm.weight").unwrap(),
+            "blk.0.ffn_norm.weight"
+        );
+        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(gguf_name("model.layers.1.unknown.weight"), None);
+    }
+}

@@ -1,0 +1,213 @@
+//! The one linear layer and the one embedding every architecture calls, whatever the weights'
+//! format: dense (f32/f16/bf16) or quantized (GGUF block types, through candle's quantized
+//! matmul). Model files never branch on a format; a new format (GPTQ, AWQ, FP8) is a new
+//! variant here.
+
+use crate::Result;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// `y = x · Wᵀ + b` for a `[rows, cols]` weight.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    Dense(candle_nn::Linear),
+    /// Weights stay in their block format; candle quantizes the activations as its kernels
+    /// need (Q8 blocks on the CPU) and computes in f32.
+    Quantized {
+        weight: Arc<QTensor>,
+        matmul: QMatMul,
+        bias: Option<Tensor>,
+    },
+    /// Row blocks of one fused projection that could not be joined into one weight (parts of
+    /// different quantized types): each runs on its own and the outputs are joined.
+    Concat(Vec<Linear>),
+}
+
+impl Linear {
+    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self::Dense(candle_nn::Linear::new(weight, bias))
+    }
+
+    pub fn quantized(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self::Quantized {
+            matmul: QMatMul::from_arc(weight.clone())?,
+            weight,
+            bias,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(l) => Ok(l.forward(x)?),
+            Self::Quantized { matmul, bias, .. } => {
+                let dtype = x.dtype();
+                let y = matmul.forward(&x.to_dtype(DType::F32)?)?;
+                let y = match bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?)?,
+                    None => y,
+                };
+                Ok(y.to_dtype(dtype)?)
+            }
+            Self::Concat(parts) => {
+                let outs = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&outs, candle_core::D::Minus1)?)
+            }
+        }
+    }
+
+    /// Bytes the weights (and biases) take in memory.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Self::Dense(l) => tensor_bytes(l.weight()) + l.bias().map(tensor_bytes).unwrap_or(0),
+            Self::Quantized { weight, bias, .. } => {
+                weight.storage_size_in_bytes() + bias.as_ref().map(tensor_bytes).unwrap_or(0)
+            }
+            Self::Concat(parts) => parts.iter().map(Linear::weight_bytes).sum(),
+        }
+    }
+
+    /// The block types this layer keeps (empty for dense).
+    pub fn quantized_types(&self, out: &mut BTreeSet<String>) {
+        match self {
+            Self::Dense(_) => {}
+            Self::Quantized { weight, .. } => {
+                out.insert(type_name(weight.dtype()));
+            }
+            Self::Concat(parts) => parts.iter().for_each(|p| p.quantized_types(out)),
+        }
+    }
+}
+
+/// llama.cpp's name of a block type (`Q4_K`, not candle's `Q4K`).
+pub fn type_name(t: GgmlDType) -> String {
+    let s = format!("{t:?}");
+    match s.strip_suffix('K') {
+        Some(base) if base.starts_with('Q') => format!("{base}_K"),
+        _ => s,
+    }
+}
+
+pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
+}
+
+/// Token embedding table `[vocab, hidden]`.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Dense(Tensor),
+    /// Looked-up rows are gathered and dequantized one by one (candle's `QTensor::embedding`),
+    /// so a 128k-row table never exists densely.
+    Quantized {
+        table: Arc<QTensor>,
+        dtype: DType,
+    },
+}
+
+impl Embedding {
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(t) => Ok(t.index_select(ids, 0)?),
+            Self::Quantized { table, dtype } => Ok(table.embedding(ids)?.to_dtype(*dtype)?),
+        }
+    }
+
+    /// The same weights as an output projection (tied embeddings).
+    pub fn as_linear(&self) -> Result<Linear> {
+        match self {
+            Self::Dense(t) => Ok(Linear::dense(t.clone(), None)),
+            Self::Quantized { table, .. } => Linear::quantized(table.clone(), None),
+        }
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Self::Dense(t) => tensor_bytes(t),
+            Self::Quantized { table, .. } => table.storage_size_in_bytes(),
+        }
+    }
+
+    pub fn quantized_types(&self, out: &mut BTreeSet<String>) {
+        if let Self::Quantized { table, .. } = self {
+            out.insert(type_name(table.dtype()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn weight(rows: usize, cols: usize, seed: u32) -> Tensor {
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) as f32 / 65536.0)
+                    - 0.5
+            })
+            .collect();
+        Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let n = b
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        (d / n).sqrt()
+    }
+
+    #[test]
+    fn quantized_matches_dense_within_q8_error_and_concat_joins_outputs() {
+        let (w1, w2) = (weight(64, 64, 1), weight(32, 64, 2));
+        let x = weight(5, 64, 3);
+        let q1 = Arc::new(QTensor::quantize(&w1, GgmlDType::Q8_0).unwrap());
+        let q2 = Arc::new(QTensor::quantize(&w2, GgmlDType::Q4_0).unwrap());
+        let dense = Linear::dense(Tensor::cat(&[&w1, &w2], 0).unwrap(), None);
+        let mixed = Linear::Concat(vec![
+            Linear::quantized(q1, None).unwrap(),
+            Linear::quantized(q2, None).unwrap(),
+        ]);
+        let (yd, yq) = (dense.forward(&x).unwrap(), mixed.forward(&x).unwrap());
+        assert_eq!(yq.dims(), &[5, 96]);
+        let err = rel_l2(&yq, &yd);
+        assert!(err < 0.05, "{err}");
+        let mut types = BTreeSet::new();
+        mixed.quantized_types(&mut types);
+        assert_eq!(types.len(), 2);
+        assert!(mixed.weight_bytes() < dense.weight_bytes() / 3);
+    }
+
+    #[test]
+    fn quantized_embedding_gathers_dequantized_rows() {
+        let w = weight(100, 64, 9);
+        let q = Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap());
+        let ids = Tensor::new(&[3u32, 97, 3], &Device::Cpu).unwrap();
+        let e = Embedding::Quantized {
+            table: q.clone(),
+            dtype: DType::F32,
+        };
+        let got = e.forward(&ids).unwrap();
+        let want = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .index_select(&ids, 0)
+            .unwrap();
+        assert_eq!(rel_l2(&got, &want), 0.0);
+    }
+}
