@@ -283,7 +283,18 @@ pub async fn send(
     }
     let mut st = StreamState::default();
     let outcome: Result<(), String> = async {
-        let mut resp = builder.send().await.map_err(|e| error_chain(&e))?;
+        let retry = builder.try_clone();
+        let mut resp = match builder.send().await {
+            Ok(r) => r,
+            // A keep-alive connection the server had already closed: the request never got
+            // an answer, so sending it again on a fresh connection is safe and counts once.
+            Err(e) if never_reached_the_server(&e) && retry.is_some() => {
+                rec.retries += 1;
+                let again = retry.ok_or("no request to retry")?;
+                again.send().await.map_err(|e| error_chain(&e))?
+            }
+            Err(e) => return Err(error_chain(&e)),
+        };
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
@@ -322,6 +333,22 @@ pub async fn send(
     rec
 }
 
+/// The error of a request that got no response at all: the connection failed to open, or a
+/// pooled connection was closed under it ("connection closed before message completed").
+fn never_reached_the_server(e: &reqwest::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if let Some(h) = inner.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled();
+        }
+        src = inner.source();
+    }
+    false
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -354,6 +381,81 @@ mod tests {
         }
         p.finish(&mut |d| out.push(String::from_utf8_lossy(d).into_owned()));
         out
+    }
+
+    /// A server that reads each request and then closes the connection without answering
+    /// (what a keep-alive peer that timed the connection out looks like to the next request)
+    /// for the first `drops` connections, and answers the rest with a one-token stream.
+    async fn closing_server(drops: usize) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                n += 1;
+                let drop_it = n <= drops;
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    if drop_it {
+                        return; // closes without a byte of response
+                    }
+                    let body = "data: {\"choices\":[{\"text\":\"a\",\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n";
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_response_is_retried_once_and_counted_once() {
+        let settings = |addr: std::net::SocketAddr| RequestSettings {
+            url: format!("http://{addr}/v1/completions"),
+            kind: ApiKind::Completions,
+            model: "m".into(),
+            api_key: None,
+            ignore_eos: true,
+            temperature: 0.0,
+            extra_body: None,
+        };
+        let req = SampleRequest {
+            prompt: Prompt::Text("hi".into()),
+            prompt_len: 1,
+            output_len: 1,
+        };
+        let client = http_client(Duration::from_secs(10)).unwrap();
+        let t0 = Instant::now();
+        // One dropped connection: retried, succeeds, one record with retries = 1.
+        let addr = closing_server(1).await;
+        let rec = send(&client, &settings(addr), b"{}".to_vec(), &req, 0, t0).await;
+        assert!(rec.success, "{:?}", rec.error);
+        assert_eq!((rec.retries, rec.output_tokens), (1, 1));
+        // Two in a row: retried once only, and the error is the one users saw.
+        let addr = closing_server(2).await;
+        let rec = send(&client, &settings(addr), b"{}".to_vec(), &req, 0, t0).await;
+        assert!(!rec.success);
+        assert_eq!(rec.retries, 1);
+        let err = rec.error.unwrap();
+        assert!(
+            err.contains("connection closed before message completed"),
+            "{err}"
+        );
     }
 
     #[test]

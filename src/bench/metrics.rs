@@ -29,6 +29,10 @@ pub struct RequestRecord {
     pub latency_s: f64,
     /// Inter-token latencies: the gaps between successive content chunks.
     pub itl_s: Vec<f64>,
+    /// Times the request was sent again because its pooled connection was closed before
+    /// the server answered (at most once; the request still counts once).
+    #[serde(default)]
+    pub retries: usize,
 }
 
 impl RequestRecord {
