@@ -173,16 +173,21 @@ fn sample_random(logits: &mut [f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -
             .collect()
     };
     let max = cands.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-    let mut total = 0f32;
     for c in cands.iter_mut() {
-        c.1 = ((c.1 - max) * inv_t).exp();
-        total += c.1;
+        c.1 = (c.1 - max) * inv_t;
     }
     if p.min_p > 0.0 {
-        // The max prob is exp(0)/total = 1/total.
-        let threshold = p.min_p;
-        cands.retain(|c| c.1 >= threshold);
-        total = cands.iter().map(|c| c.1).sum();
+        // p / p_max = exp(scaled logit): the min-p test in the log domain, as the CUDA
+        // sampler does it (no exp rounding can move a token across the threshold).
+        let ln_min_p = p.min_p.ln();
+        cands.retain(|c| c.1 >= ln_min_p);
+    }
+    // The one exp both samplers use (kernels/src/fma_exp.rs): seeded sampling picks the
+    // same token on CPU and GPU.
+    let mut total = 0f32;
+    for c in cands.iter_mut() {
+        c.1 = indus_kernels::fma_exp::exp_fma(c.1);
+        total += c.1;
     }
     if p.top_p < 1.0 {
         sort_prefix_reaching(&mut cands, p.top_p * total);
