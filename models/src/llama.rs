@@ -161,15 +161,6 @@ impl CausalLm {
     pub fn load_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Self> {
         let config = arch::config_from_gguf(&file)?;
         let (_, layout, _) = arch::architecture(&file)?;
-        Self::load_gguf_shared(file, config, layout, opts)
-    }
-
-    fn load_gguf_shared(
-        file: Arc<GgufFile>,
-        config: ModelConfig,
-        layout: arch::QkLayout,
-        opts: &LoadOptions,
-    ) -> Result<Self> {
         let src = WeightSource::gguf(GgufWeights {
             file,
             layout,
