@@ -10,6 +10,9 @@ pub struct ModelArgs {
     /// model if omitted.
     #[arg(env = "INDUS_MODEL")]
     pub model: Option<String>,
+    /// The model, as a flag (the same as the positional MODEL, as in `vllm serve --model`).
+    #[arg(long = "model", id = "model_flag", value_name = "MODEL")]
+    pub model_flag: Option<String>,
     /// Hub revision (branch, tag or commit).
     #[arg(long, env = "INDUS_REVISION")]
     pub revision: Option<String>,
@@ -37,6 +40,36 @@ pub struct ModelArgs {
     /// Seed for dummy weights and for requests that give no seed.
     #[arg(long, default_value_t = 0, env = "INDUS_SEED")]
     pub seed: u64,
+}
+
+/// The model was named twice, positionally and with `--model`, differently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("two different models given: `{positional}` and `--model {flag}`; name the model once")]
+pub struct ConflictingModels {
+    pub positional: String,
+    pub flag: String,
+}
+
+/// The one model named by a positional argument and/or `--model`: the same name twice is
+/// fine, two different ones an error.
+pub fn one_model_name<'a>(
+    positional: Option<&'a str>,
+    flag: Option<&'a str>,
+) -> Result<Option<&'a str>, ConflictingModels> {
+    match (positional, flag) {
+        (Some(p), Some(f)) if p != f => Err(ConflictingModels {
+            positional: p.to_string(),
+            flag: f.to_string(),
+        }),
+        (p, f) => Ok(p.or(f)),
+    }
+}
+
+impl ModelArgs {
+    /// The model named by the positional MODEL or `--model` (`None`: the embedded one).
+    pub fn model_name(&self) -> Result<Option<&str>, ConflictingModels> {
+        one_model_name(self.model.as_deref(), self.model_flag.as_deref())
+    }
 }
 
 /// The paged KV cache.
@@ -103,6 +136,39 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::ModelArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    fn name(argv: &[&str]) -> Result<Option<String>, String> {
+        let cli = Cli::try_parse_from(std::iter::once("indus").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.model
+            .model_name()
+            .map(|m| m.map(str::to_string))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn model_given_once_or_twice_alike() {
+        assert_eq!(name(&["m1"]), Ok(Some("m1".into())));
+        assert_eq!(name(&["--model", "m1"]), Ok(Some("m1".into())));
+        assert_eq!(
+            name(&["--model=m1", "--dtype", "f32"]),
+            Ok(Some("m1".into()))
+        );
+        assert_eq!(name(&["m1", "--model", "m1"]), Ok(Some("m1".into())));
+        let err = name(&["m1", "--model", "m2"]).unwrap_err();
+        assert!(err.contains("m1") && err.contains("m2"), "{err}");
+        // Twice as a flag is clap's error, not a silent pick.
+        assert!(name(&["--model", "m1", "--model", "m2"]).is_err());
+    }
+
     #[test]
     fn parses_sizes() {
         assert_eq!(super::parse_bytes("512MiB"), Ok(512 << 20));

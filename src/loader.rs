@@ -25,6 +25,8 @@ pub enum LoadError {
     Embedded(std::io::Error),
     #[error("cannot start the engine thread: {0}")]
     Spawn(std::io::Error),
+    #[error(transparent)]
+    Args(#[from] crate::config::ConflictingModels),
 }
 
 /// A loaded model with everything the engine and the API need to know about it.
@@ -81,8 +83,11 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype, &device)?;
     let format: LoadFormat = args.load_format.parse().map_err(LoadError::Config)?;
-    let (source, name) = match &args.model {
-        Some(m) => (ModelSource::parse(m, args.revision.as_deref()), m.clone()),
+    let (source, name) = match args.model_name()? {
+        Some(m) => (
+            ModelSource::parse(m, args.revision.as_deref()),
+            m.to_string(),
+        ),
         None => (
             ModelSource::Local(crate::embedded::materialize().map_err(LoadError::Embedded)?),
             crate::embedded::NAME.to_string(),

@@ -66,7 +66,10 @@ struct GenerateArgs {
 #[derive(clap::Args)]
 struct DownloadArgs {
     /// Hub id, e.g. meta-llama/Llama-3.2-1B-Instruct.
-    model: String,
+    model: Option<String>,
+    /// The hub id, as a flag (the same as the positional MODEL).
+    #[arg(long = "model", id = "model_flag", value_name = "MODEL")]
+    model_flag: Option<String>,
     #[arg(long)]
     revision: Option<String>,
 }
@@ -133,8 +136,11 @@ fn serve(args: indus::server::ServeArgs) -> anyhow::Result<()> {
 }
 
 fn download(args: DownloadArgs) -> anyhow::Result<()> {
+    let repo_id = indus::config::one_model_name(args.model.as_deref(), args.model_flag.as_deref())?
+        .context("name the hub id to download: indus download MODEL (or --model MODEL)")?
+        .to_string();
     let source = indus_models::ModelSource::Hub {
-        repo_id: args.model.clone(),
+        repo_id,
         revision: args.revision.unwrap_or_else(|| "main".into()),
     };
     let files = indus_models::ModelFiles::resolve(&source, true)?;

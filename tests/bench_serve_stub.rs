@@ -89,14 +89,107 @@ async fn measured_ttft_and_tpot_match_injected_delays() {
     }
 }
 
+/// How a request's inter-token gaps are spread: their median, and the share that are near
+/// zero (< 1 ms: two events that arrived together).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GapProfile {
+    median_ms: f64,
+    near_zero_fraction: f64,
+}
+
+/// A gap below this counts as "arrived with the previous event".
+const NEAR_ZERO_MS: f64 = 1.0;
+
+fn gap_profile(gaps_s: &[f64]) -> GapProfile {
+    let mut ms: Vec<f64> = gaps_s.iter().map(|g| g * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let median_ms = match ms.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => ms[n / 2],
+        n => (ms[n / 2 - 1] + ms[n / 2]) / 2.0,
+    };
+    let near_zero = ms.iter().filter(|&&g| g < NEAR_ZERO_MS).count();
+    GapProfile {
+        median_ms,
+        near_zero_fraction: near_zero as f64 / ms.len().max(1) as f64,
+    }
+}
+
+/// Events paced `itl_ms` apart, not bunched: the median gap is within 20 % of `itl_ms` and at
+/// most a quarter of the gaps are near zero. A late wake-up on a loaded machine (one long gap,
+/// then the held-back event right behind the next) makes one near-zero gap per late event and
+/// leaves the median alone; bunching (Nagle, buffered writes, events flushed together) makes
+/// most gaps near zero and moves the median to zero.
+fn check_not_bunched(p: GapProfile, itl_ms: f64) -> Result<(), String> {
+    if !within(p.median_ms, itl_ms, 0.20) {
+        return Err(format!("median gap is not {itl_ms} ms ± 20 %: {p:?}"));
+    }
+    if p.near_zero_fraction > 0.25 {
+        return Err(format!(
+            "more than 25 % of the gaps are < {NEAR_ZERO_MS} ms (bunched events): {p:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn gap_profile_tells_bunching_from_a_late_wakeup() {
+    let itl = 0.005;
+    // Paced: every gap 5 ms.
+    let paced = vec![itl; 20];
+    assert_eq!(
+        gap_profile(&paced),
+        GapProfile {
+            median_ms: 5.0,
+            near_zero_fraction: 0.0
+        }
+    );
+    assert!(check_not_bunched(gap_profile(&paced), 5.0).is_ok());
+    // The CI failure: one event woke late, the next followed right behind it.
+    let mut late = paced.clone();
+    late[0] = 0.000107;
+    late[1] = 0.0099;
+    let p = gap_profile(&late);
+    assert!(check_not_bunched(p, 5.0).is_ok(), "{p:?}");
+    // A loaded machine: a few such late wake-ups in one request still pass.
+    let mut loaded = paced.clone();
+    for i in [3, 9, 15] {
+        loaded[i] = 0.0098;
+        loaded[i + 1] = 0.0002;
+    }
+    assert!(check_not_bunched(gap_profile(&loaded), 5.0).is_ok());
+    // Bunches of 4: one gap of 4 × 5 ms, then three near zero — fails.
+    let bunched: Vec<f64> = (0..20)
+        .map(|i| if i % 4 == 0 { 4.0 * itl } else { 0.00001 })
+        .collect();
+    let p = gap_profile(&bunched);
+    assert_eq!(p.near_zero_fraction, 0.75);
+    assert!(check_not_bunched(p, 5.0).is_err(), "{p:?}");
+    // Pairs: half the gaps near zero; the median (5 ms) looks right, the fraction fails it.
+    let pairs: Vec<f64> = (0..20)
+        .map(|i| if i % 2 == 0 { 2.0 * itl } else { 0.00001 })
+        .collect();
+    assert!(check_not_bunched(gap_profile(&pairs), 5.0).is_err());
+    // Uniformly slow pacing is caught by the median.
+    assert!(check_not_bunched(gap_profile(&vec![0.008; 20]), 5.0).is_err());
+}
+
 /// Short delays, below Linux's 40 ms delayed ACK: a server without TCP_NODELAY would hold the
-/// first chunk back (Nagle) and inflate TTFT; the stub sets it, so TTFT stays within 10 %.
+/// first chunk back (Nagle) and inflate TTFT, and a server that buffers its writes would
+/// deliver the events in bunches. The bounds hold on a loaded 2-core machine, where single
+/// events wake up late: TTFT p50 within 20 %, TPOT p50 within 10 %, every request's TPOT
+/// within 30 %, and the gaps of all requests paced (median within 20 % of 10 ms, at most a
+/// quarter near zero) — see `gap_profile_tells_bunching_from_a_late_wakeup`. 10 ms, not 5:
+/// one 50 ms stall of the test process under `stress-ng --cpu 2` bunches the events of all
+/// four streams behind it, a quarter of the gaps at 5 ms (seen once in 8 runs), half as many
+/// at 10 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_delays_are_measured_too() {
     let _serial = SERIAL.lock().await;
+    let (ttft_ms, itl_ms) = (50.0, 10.0);
     let stub = StubServer::start(StubConfig {
         ttft: Duration::from_millis(50),
-        itl: Duration::from_millis(5),
+        itl: Duration::from_millis(10),
         ..Default::default()
     })
     .await
@@ -108,14 +201,28 @@ async fn short_delays_are_measured_too() {
     let r = serve::run(&a).await.unwrap();
     let s = &r.summary;
     assert_eq!((s.completed, s.failed), (8, 0));
-    assert!(within(s.ttft.p50_ms, 50.0, 0.10), "{:?}", s.ttft);
-    assert!(within(s.tpot.p50_ms, 5.0, 0.10), "{:?}", s.tpot);
+    assert!(within(s.ttft.p50_ms, ttft_ms, 0.20), "{:?}", s.ttft);
+    assert!(within(s.tpot.p50_ms, itl_ms, 0.10), "{:?}", s.tpot);
+    let mut all_gaps = Vec::new();
     for rec in &r.requests {
+        assert_eq!(rec.itl_s.len(), 20, "{rec:?}");
         let tpot = rec.tpot_s().unwrap() * 1e3;
-        assert!(within(tpot, 5.0, 0.10), "TPOT {tpot} ms");
-        // No bunching: every gap is near 5 ms, none near zero.
-        let min_gap = rec.itl_s.iter().copied().fold(f64::INFINITY, f64::min) * 1e3;
-        assert!(min_gap > 2.0, "{:?}", rec.itl_s);
+        assert!(
+            within(tpot, itl_ms, 0.30),
+            "TPOT {tpot} ms: {:?}",
+            rec.itl_s
+        );
+        all_gaps.extend_from_slice(&rec.itl_s);
+    }
+    let p = gap_profile(&all_gaps);
+    eprintln!(
+        "short delays: TTFT p50 {:.2} ms, TPOT p50 {:.3} ms, {p:?}",
+        s.ttft.p50_ms, s.tpot.p50_ms
+    );
+    if let Err(e) = check_not_bunched(p, itl_ms) {
+        let per_request: Vec<GapProfile> =
+            r.requests.iter().map(|x| gap_profile(&x.itl_s)).collect();
+        panic!("{e}; per request: {per_request:?}");
     }
 }
 
@@ -249,11 +356,22 @@ async fn failures_are_counted_and_reported() {
     assert_eq!(r.summary.failed, 3);
 }
 
-/// The load generator's own cost: tiny streamed responses from the stub on loopback, the
-/// stub and the client sharing this process's two worker threads. The figure is printed;
-/// INDUS_BENCH_MIN_RPS sets the bar (default 2000 here, where the test binary and other
-/// builds share the machine; the ≥ 5000 req/s run with the release binary is in
-/// docs/benchmarks.md).
+/// CPU time (user + system) this process has used so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The load generator's own cost: tiny streamed responses from the stub on loopback, the stub
+/// and the client sharing this process's two worker threads. What is asserted is CPU time per
+/// request (client + stub, from getrusage), which other work on the machine does not inflate:
+/// at most 400 µs (INDUS_BENCH_MAX_CPU_US overrides), plus a loose wall-clock floor of 500
+/// req/s that only a hang or a pathological slowdown misses. Both figures are printed; the
+/// ≥ 5000 req/s run with the release binary is in docs/benchmarks.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_sustains_thousands_of_requests_per_second() {
     let _serial = SERIAL.lock().await;
@@ -264,21 +382,31 @@ async fn load_generator_sustains_thousands_of_requests_per_second() {
     a.num_prompts = 20_000;
     a.max_concurrency = Some(64);
     a.warmup = 64;
-    a.max_duration = Some(20.0);
+    a.max_duration = Some(60.0);
+    let cpu_before = process_cpu();
     let r = serve::run(&a).await.unwrap();
+    let cpu = process_cpu() - cpu_before;
     let s = &r.summary;
     assert_eq!(s.failed, 0);
-    let min: f64 = std::env::var("INDUS_BENCH_MIN_RPS")
+    assert_eq!(s.completed, 20_000, "{s:?}");
+    let sent = stub.requests();
+    let cpu_us = cpu.as_secs_f64() * 1e6 / sent as f64;
+    let max_cpu_us: f64 = std::env::var("INDUS_BENCH_MAX_CPU_US")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000.0);
+        .unwrap_or(400.0);
     eprintln!(
-        "self-cost: {} requests in {:.2} s = {:.0} req/s (TTFT p50 {:.3} ms)",
+        "self-cost: {} requests in {:.2} s = {:.0} req/s, {cpu_us:.1} µs CPU per request \
+         (client + stub, {sent} requests with warm-up; TTFT p50 {:.3} ms)",
         s.completed, s.duration_s, s.request_throughput, s.ttft.p50_ms
     );
     assert!(
-        s.request_throughput >= min,
-        "{:.0} req/s < {min}",
+        cpu_us <= max_cpu_us,
+        "{cpu_us:.1} µs CPU per request > {max_cpu_us}"
+    );
+    assert!(
+        s.request_throughput >= 500.0,
+        "{:.0} req/s < 500",
         s.request_throughput
     );
 }

@@ -21,9 +21,6 @@ pub struct EngineArgs {
     pub cache: CacheArgs,
     #[command(flatten)]
     pub sched: SchedulerArgs,
-    /// The model (the same as the positional MODEL).
-    #[arg(long = "model", id = "model_flag", value_name = "MODEL")]
-    pub model_flag: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -83,18 +80,10 @@ pub struct ModelInfo {
 
 /// Loads the model and starts the engine (as `loader::start_engine`, keeping the figures).
 pub fn start(args: &EngineArgs) -> anyhow::Result<(EngineHandle, ModelInfo)> {
-    let mut model_args = args.model.clone();
-    if let Some(m) = &args.model_flag {
-        model_args.model = Some(m.clone());
-    }
-    let loaded = crate::loader::load_model(&model_args)?;
+    let loaded = crate::loader::load_model(&args.model)?;
     let cfg = loaded.model.config();
     let info = ModelInfo {
-        name: args
-            .model_flag
-            .clone()
-            .or(args.model.model.clone())
-            .unwrap_or(loaded.name.clone()),
+        name: loaded.name.clone(),
         parameters: cfg.num_parameters(),
         dtype: format!("{:?}", loaded.model.dtype()).to_lowercase(),
         weight_bytes: loaded.summary.weight_bytes,
