@@ -16,6 +16,7 @@ pub mod kv_layout;
 pub mod metadata;
 pub mod norm;
 pub mod paged_attention;
+pub mod q4_1_matmul;
 pub mod rotary;
 pub mod sampling;
 pub mod shared;

@@ -41,9 +41,17 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Dense(l) => Ok(l.forward(x)?),
-            Self::Quantized { matmul, bias, .. } => {
+            Self::Quantized {
+                weight,
+                matmul,
+                bias,
+            } => {
                 let dtype = x.dtype();
-                let y = matmul.forward(&x.to_dtype(DType::F32)?)?;
+                let x = x.to_dtype(DType::F32)?;
+                let y = match q4_1_on_cpu(weight, &x)? {
+                    Some(y) => y,
+                    None => matmul.forward(&x)?,
+                };
                 let y = match bias {
                     Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?)?,
                     None => y,
@@ -90,6 +98,24 @@ pub fn type_name(t: GgmlDType) -> String {
         Some(base) if base.starts_with('Q') => format!("{base}_K"),
         _ => s,
     }
+}
+
+/// Q4_1 on the CPU through our AVX2 kernel (candle's is scalar for this type); `None` when
+/// another path applies.
+fn q4_1_on_cpu(weight: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+    use indus_kernels::q4_1_matmul::{q4_1_matmul, q4_1_simd_available};
+    if weight.dtype() != GgmlDType::Q4_1 || !x.device().is_cpu() || !q4_1_simd_available() {
+        return Ok(None);
+    }
+    let (n, k) = weight.shape().dims2()?;
+    let lead = x.dims()[..x.rank() - 1].to_vec();
+    let m: usize = lead.iter().product();
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let bytes = weight.data()?;
+    let y = q4_1_matmul(&xs, m, k, &bytes, n).map_err(candle_core::Error::Msg)?;
+    let mut shape = lead;
+    shape.push(n);
+    Ok(Some(Tensor::from_vec(y, shape, x.device())?))
 }
 
 pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
