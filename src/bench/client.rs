@@ -99,6 +99,22 @@ pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// A client that opens a new connection for every request (no idle pool), for retries; one
+/// per process. Its timeout is `bench serve`'s default `--request-timeout`.
+fn fresh_connection_client() -> anyhow::Result<reqwest::Client> {
+    static FRESH: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = FRESH.get() {
+        return Ok(c.clone());
+    }
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(3600))
+        .build()?;
+    Ok(FRESH.get_or_init(|| c).clone())
+}
+
 /// An incremental Server-Sent Events parser: bytes in, `data` payloads out.
 #[derive(Default)]
 pub struct SseParser {
@@ -291,7 +307,11 @@ pub async fn send(
             Err(e) if never_reached_the_server(&e) && retry.is_some() => {
                 rec.retries += 1;
                 let again = retry.ok_or("no request to retry")?;
-                again.send().await.map_err(|e| error_chain(&e))?
+                // On a new connection: the pool may hold more connections the server closed.
+                let (_, request) = again.build_split();
+                let request = request.map_err(|e| error_chain(&e))?;
+                let fresh = fresh_connection_client().map_err(|e| e.to_string())?;
+                fresh.execute(request).await.map_err(|e| error_chain(&e))?
             }
             Err(e) => return Err(error_chain(&e)),
         };
