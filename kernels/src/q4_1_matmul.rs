@@ -58,9 +58,8 @@ fn dot_scalar(row: &[u8], x: &[Q8Block]) -> f32 {
     for (wb, xb) in row.chunks_exact(Q4_1_BLOCK_BYTES).zip(x) {
         let (d, m, qs) = block(wb);
         let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            let lo = i32::from(qs[j] & 0x0F);
-            let hi = i32::from(qs[j] >> 4);
+        for (j, &q) in qs.iter().enumerate() {
+            let (lo, hi) = (i32::from(q & 0x0F), i32::from(q >> 4));
             sumi += lo * i32::from(xb.qs[j]) + hi * i32::from(xb.qs[j + QK / 2]);
         }
         sumf += d * xb.d * sumi as f32 + m * xb.s;
@@ -248,9 +247,9 @@ mod tests {
         let mut dense = vec![0f32; n * k];
         for (b, wb) in w.chunks_exact(Q4_1_BLOCK_BYTES).enumerate() {
             let (d, mn, qs) = block(wb);
-            for j in 0..16 {
-                dense[b * QK + j] = d * f32::from(qs[j] & 0xF) + mn;
-                dense[b * QK + j + 16] = d * f32::from(qs[j] >> 4) + mn;
+            for (j, &q) in qs.iter().enumerate() {
+                dense[b * QK + j] = d * f32::from(q & 0xF) + mn;
+                dense[b * QK + j + 16] = d * f32::from(q >> 4) + mn;
             }
         }
         let mut s = 5;
