@@ -118,7 +118,7 @@ impl Attention {
         write_step_kv_cache(&cache.0, &k, meta)?;
         write_step_kv_cache(&cache.1, &v, meta)?;
         let out = paged_attention(&q, &cache.0, &cache.1, meta, self.scale)?;
-        Ok(self.o.forward(&out.reshape((t, qn))?)?)
+        self.o.forward(&out.reshape((t, qn))?)
     }
 }
 
@@ -136,7 +136,7 @@ impl Mlp {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(x)?;
-        Ok(self.down.forward(&silu_mul(&gate_up)?)?)
+        self.down.forward(&silu_mul(&gate_up)?)
     }
 }
 
@@ -207,10 +207,10 @@ impl CausalLm {
                 let p = format!("model.layers.{i}");
                 Ok(DecoderLayer {
                     input_norm: src.get(&format!("{p}.input_layernorm.weight"), &[h])?,
-                    attn: Attention::load(&src, cfg, &format!("{p}.self_attn"))?,
+                    attn: Attention::load(src, cfg, &format!("{p}.self_attn"))?,
                     post_attn_norm: src
                         .get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                    mlp: Mlp::load(&src, cfg, &format!("{p}.mlp"))?,
+                    mlp: Mlp::load(src, cfg, &format!("{p}.mlp"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
