@@ -171,7 +171,7 @@ fn gap_profile_tells_bunching_from_a_late_wakeup() {
         .collect();
     assert!(check_not_bunched(gap_profile(&pairs), 5.0).is_err());
     // Uniformly slow pacing is caught by the median.
-    assert!(check_not_bunched(gap_profile(&vec![0.008; 20]), 5.0).is_err());
+    assert!(check_not_bunched(gap_profile(&[0.008; 20]), 5.0).is_err());
 }
 
 /// Short delays, below Linux's 40 ms delayed ACK: a server without TCP_NODELAY would hold the
