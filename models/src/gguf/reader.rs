@@ -397,7 +397,9 @@ impl GgufFile {
                     dtype.block_size()
                 )));
             }
-            let len = elems / dtype.block_size() * dtype.type_size();
+            let len = (elems / dtype.block_size())
+                .checked_mul(dtype.type_size())
+                .ok_or_else(|| invalid(format!("tensor `{name}`: shape {shape:?} overflows")))?;
             let start = data_start
                 .checked_add(offset)
                 .and_then(|s| usize::try_from(s).ok())
