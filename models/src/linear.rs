@@ -104,7 +104,11 @@ pub fn type_name(t: GgmlDType) -> String {
 /// another path applies.
 fn q4_1_on_cpu(weight: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     use indus_kernels::q4_1_matmul::{q4_1_matmul, q4_1_simd_available};
-    if weight.dtype() != GgmlDType::Q4_1 || !x.device().is_cpu() || !q4_1_simd_available() {
+    if weight.dtype() != GgmlDType::Q4_1
+        || !x.device().is_cpu()
+        || x.rank() == 0
+        || !q4_1_simd_available()
+    {
         return Ok(None);
     }
     let (n, k) = weight.shape().dims2()?;
