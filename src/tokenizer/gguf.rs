@@ -8,7 +8,7 @@
 //! Control and unknown tokens become special added tokens, user-defined ones plain added
 //! tokens, as llama.cpp's converter typed them.
 
-use super::{ChatTemplate, Result, Tokenizer, TokenizerError};
+use super::{Result, Tokenizer, TokenizerError};
 use indus_models::gguf::GgufFile;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -248,23 +248,14 @@ pub fn from_gguf(file: &GgufFile, template_override: Option<String>) -> Result<T
             .and_then(|v| v.as_str())
             .map(str::to_string)
     });
-    let chat_template = template_source
-        .map(|src| {
-            ChatTemplate::new(
-                src,
-                bos.as_ref().map(|b| b.0.clone()).unwrap_or_default(),
-                eos.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
-            )
-        })
-        .transpose()?;
-    Ok(Tokenizer::from_parts(
+    Tokenizer::from_parts(
         inner,
         add_bos && bos.is_some(),
         bos,
         eos,
         eos_ids,
-        chat_template,
-    ))
+        template_source,
+    )
 }
 
 #[cfg(test)]

@@ -104,6 +104,19 @@ impl Tokenizer {
             eos_token_ids.push(*id);
         }
         let template_source = template_override.or_else(|| chat_template::from_config(&cfg));
+        Self::from_parts(inner, add_bos, bos, eos, eos_token_ids, template_source)
+    }
+
+    /// A tokenizer from its pieces (tokenizer.json and its configs, or a GGUF file's
+    /// metadata); the chat template is compiled with the BOS/EOS texts it may refer to.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        add_bos: bool,
+        bos: Option<(String, u32)>,
+        eos: Option<(String, u32)>,
+        eos_token_ids: Vec<u32>,
+        template_source: Option<String>,
+    ) -> Result<Self> {
         let chat_template = template_source
             .map(|src| {
                 ChatTemplate::new(
@@ -121,25 +134,6 @@ impl Tokenizer {
             eos_token_ids,
             chat_template,
         })
-    }
-
-    /// A tokenizer assembled by hand (GGUF files carry their tokenizer as metadata).
-    pub fn from_parts(
-        inner: tokenizers::Tokenizer,
-        add_bos: bool,
-        bos: Option<(String, u32)>,
-        eos: Option<(String, u32)>,
-        eos_token_ids: Vec<u32>,
-        chat_template: Option<ChatTemplate>,
-    ) -> Self {
-        Self {
-            inner,
-            add_bos,
-            bos,
-            eos,
-            eos_token_ids,
-            chat_template,
-        }
     }
 
     /// Whether [`Self::encode`] with special tokens prepends BOS.
