@@ -515,34 +515,29 @@ impl GgufFile {
     /// A required array of strings (vocabularies, merges).
     pub fn str_array(&self, key: &str) -> Result<Vec<&str>, GgufError> {
         let v = self.get(key).ok_or_else(|| self.missing(key))?;
-        let items = v
-            .as_array()
-            .ok_or_else(|| self.bad(key, "is not an array"))?;
-        items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .ok_or_else(|| self.bad(key, "holds a non-string"))
-            })
-            .collect()
+        self.items(key, v, MetaValue::as_str, "a non-string")
     }
 
     /// An optional array of numbers (token scores, token types).
     pub fn opt_num_array(&self, key: &str) -> Result<Option<Vec<f64>>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let items = v
-            .as_array()
-            .ok_or_else(|| self.bad(key, "is not an array"))?;
-        items
+        self.get(key)
+            .map(|v| self.items(key, v, MetaValue::as_f64, "a non-number"))
+            .transpose()
+    }
+
+    /// The items of array `v` (the value of `key`), each converted by `item`.
+    fn items<'a, T>(
+        &self,
+        key: &str,
+        v: &'a MetaValue,
+        item: impl Fn(&'a MetaValue) -> Option<T>,
+        not: &str,
+    ) -> Result<Vec<T>, GgufError> {
+        v.as_array()
+            .ok_or_else(|| self.bad(key, "is not an array"))?
             .iter()
-            .map(|i| {
-                i.as_f64()
-                    .ok_or_else(|| self.bad(key, "holds a non-number"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+            .map(|i| item(i).ok_or_else(|| self.bad(key, format!("holds {not}"))))
+            .collect()
     }
 }
 
