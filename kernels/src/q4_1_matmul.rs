@@ -67,44 +67,15 @@ fn dot_scalar(row: &[u8], x: &[Q8Block]) -> f32 {
     sumf
 }
 
+/// `N` activation rows against one weight row: each weight block is unpacked once for all of
+/// them (prefill and batched decode take rows in fours, the rest one by one); every output
+/// gets the same arithmetic whatever `N` is.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(row: &[u8], x: &[Q8Block]) -> f32 {
+unsafe fn dot_avx2<const N: usize>(row: &[u8], xs: [&[Q8Block]; N]) -> [f32; N] {
     use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = 0f32;
-    let low_mask = _mm_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    for (wb, xb) in row.chunks_exact(Q4_1_BLOCK_BYTES).zip(x) {
-        let (d, m, qs) = block(wb);
-        // SAFETY: `qs` is 16 bytes and `xb.qs` 32 (checked by the slice types above).
-        let packed = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
-        let lo = _mm_and_si128(packed, low_mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
-        // Values 0..16 are the low nibbles, 16..32 the high ones: ggml's Q4_1 order.
-        let w = _mm256_set_m128i(hi, lo);
-        let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
-        // Unsigned nibbles × signed int8 → pairs summed in i16 (at most 2·15·127, no saturation).
-        let prod16 = _mm256_maddubs_epi16(w, xq);
-        let prod32 = _mm256_madd_epi16(prod16, ones);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(prod32), acc);
-        acc_m += m * xb.s;
-    }
-    let hi = _mm256_extractf128_ps(acc, 1);
-    let s = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    _mm_cvtss_f32(s) + acc_m
-}
-
-/// Four activation rows against one weight row: each weight block is unpacked once for all
-/// four (prefill and batched decode), with per-output arithmetic identical to [`dot_avx2`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(row: &[u8], xs: [&[Q8Block]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_m = [0f32; 4];
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [0f32; N];
     let low_mask = _mm_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for (b, wb) in row.chunks_exact(Q4_1_BLOCK_BYTES).enumerate() {
@@ -113,17 +84,19 @@ unsafe fn dot4_avx2(row: &[u8], xs: [&[Q8Block]; 4]) -> [f32; 4] {
         let packed = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
         let lo = _mm_and_si128(packed, low_mask);
         let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+        // Values 0..16 are the low nibbles, 16..32 the high ones: ggml's Q4_1 order.
         let w = _mm256_set_m128i(hi, lo);
-        for r in 0..4 {
+        for r in 0..N {
             let xb = &xs[r][b];
             let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i) };
+            // Unsigned nibbles × signed int8 → pairs summed in i16 (at most 2·15·127).
             let prod32 = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xq), ones);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(prod32), acc[r]);
             acc_m[r] += m * xb.s;
         }
     }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
+    let mut out = [0f32; N];
+    for r in 0..N {
         let hi = _mm256_extractf128_ps(acc[r], 1);
         let s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), hi);
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -148,7 +121,7 @@ fn dot(row: &[u8], x: &[Q8Block], avx2: bool) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         // SAFETY: the CPU has AVX2 and FMA (checked by the caller through `has_avx2`).
-        return unsafe { dot_avx2(row, x) };
+        return unsafe { dot_avx2(row, [x]) }[0];
     }
     let _ = avx2;
     dot_scalar(row, x)
@@ -200,7 +173,7 @@ fn matmul(
                     while i + 4 <= m {
                         let xs = [&xq[i][..], &xq[i + 1][..], &xq[i + 2][..], &xq[i + 3][..]];
                         // SAFETY: the CPU has AVX2 and FMA (`avx2` comes from `has_avx2`).
-                        let y4 = unsafe { dot4_avx2(row, xs) };
+                        let y4 = unsafe { dot_avx2(row, xs) };
                         for (t, v) in y4.into_iter().enumerate() {
                             out[(i + t) * r + j] = v;
                         }
