@@ -34,16 +34,6 @@ fn golden(name: &str) -> HashMap<String, Tensor> {
     .expect("golden")
 }
 
-fn ids(t: &Tensor) -> Vec<u32> {
-    t.to_dtype(DType::I64)
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|v| v as u32)
-        .collect()
-}
-
 fn load(name: &str, dequantize: bool) -> (CausalLm, Tokenizer) {
     let file = Arc::new(GgufFile::open(&path(name)).expect("opens"));
     let opts = LoadOptions {
@@ -72,7 +62,7 @@ fn dequantized_logits_and_greedy_tokens_match_transformers() {
         let model_tokens = model.config().vocab_size;
         let mut handle_model = Some((model, Arc::new(tok)));
         for (i, text) in PROMPTS.iter().enumerate() {
-            let want_ids = ids(&g[&format!("input_ids_{i}")]);
+            let want_ids = common::tensor_ids(&g[&format!("input_ids_{i}")]);
             let (model, tok) = handle_model.as_ref().unwrap();
             assert_eq!(
                 tok.encode(text, true).unwrap(),
@@ -98,10 +88,10 @@ fn dequantized_logits_and_greedy_tokens_match_transformers() {
         let engine =
             EngineHandle::spawn(Engine::new(model, tok, EngineConfig::default()).unwrap()).unwrap();
         for i in 0..PROMPTS.len() {
-            let want = ids(&g[&format!("greedy_{i}")]);
+            let want = common::tensor_ids(&g[&format!("greedy_{i}")]);
             let got = common::run_alone(
                 &engine,
-                &ids(&g[&format!("input_ids_{i}")]),
+                &common::tensor_ids(&g[&format!("input_ids_{i}")]),
                 common::greedy(want.len()),
             );
             assert_eq!(got, want, "{name} prompt {i} greedy");
@@ -129,26 +119,11 @@ fn quantized_weights_stay_quantized_and_track_the_golden() {
             dense.weight_bytes()
         );
         for i in 0..PROMPTS.len() {
-            let prompt = ids(&g[&format!("input_ids_{i}")]);
+            let prompt = common::tensor_ids(&g[&format!("input_ids_{i}")]);
             let logits = common::prompt_logits(&quant, &prompt);
             let want = g[&format!("last_logits_{i}")].clone();
             let got = logits.get(prompt.len() - 1).unwrap();
-            let rel = ((&got - &want)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                / want
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap())
-            .sqrt();
+            let rel = common::relative_l2(&got, &want);
             println!(
                 "{name} ({q}) prompt {i}: relative L2 error of the last logits vs the dequantized golden {rel:.3}"
             );
@@ -166,7 +141,7 @@ fn q_and_k_are_unpermuted_a_skipped_permutation_is_caught() {
     let bytes = std::fs::read(path("tiny-llama3.f16")).unwrap();
     let (model, _) = load("tiny-llama3.f16", true);
     let g = golden("tiny-llama3.f16");
-    let prompt = ids(&g["input_ids_0"]);
+    let prompt = common::tensor_ids(&g["input_ids_0"]);
     let good = common::prompt_logits(&model, &prompt);
     let needle = b"general.architecture";
     let at = bytes
@@ -259,26 +234,7 @@ fn sentencepiece_tokenizer_from_gguf_equals_the_hf_tokenizer() {
 fn byte_level_bpe_tokenizer_from_gguf_equals_the_smollm2_golden() {
     let file = GgufFile::open(&path("tiny-smollm2-tok.q8_0")).unwrap();
     let ours = indus::tokenizer::gguf::from_gguf(&file, None).unwrap();
-    let text =
-        std::fs::read_to_string(common::fixture_dir("smollm2/tokenizer_golden.json")).unwrap();
-    let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let cases = golden["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 1000);
-    let mut differ = 0;
-    for c in cases {
-        let s = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let got = ours.encode(s, false).unwrap();
-        if got != want {
-            differ += 1;
-            eprintln!("differs: {s:?}\n  ours {got:?}\n  want {want:?}");
-        }
-    }
+    let differ = common::smollm2_golden_differences(&ours);
     assert_eq!(differ, 0, "{differ} of 1000 strings differ");
     // No BOS (add_bos_token false), ChatML template, <|im_end|> ends a turn.
     assert!(!ours.adds_bos());

@@ -39,18 +39,6 @@ fn golden() -> (HashMap<String, Tensor>, serde_json::Value) {
     (t, j)
 }
 
-fn ids(t: &Tensor) -> Vec<u32> {
-    t.to_dtype(DType::I64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|v| v as u32)
-        .collect()
-}
-
 fn load(path: &std::path::Path, dequantize: bool) -> (CausalLm, Arc<indus::tokenizer::Tokenizer>) {
     let file = Arc::new(GgufFile::open(path).unwrap());
     let model = CausalLm::load_gguf(
@@ -80,11 +68,15 @@ struct Run {
 fn run_prompts(path: &std::path::Path, dequantize: bool) -> Vec<Run> {
     let (g, j) = golden();
     let (model, tok) = load(path, dequantize);
-    let sample = Tensor::new(ids(&g["sample_ids"]).as_slice(), &Device::Cpu).unwrap();
+    let sample = Tensor::new(
+        common::tensor_ids(&g["sample_ids"]).as_slice(),
+        &Device::Cpu,
+    )
+    .unwrap();
     let n = j["prompts"].as_array().unwrap().len();
     let mut runs = Vec::new();
     for i in 0..n {
-        let prompt = ids(&g[&format!("input_ids_{i}")]);
+        let prompt = common::tensor_ids(&g[&format!("input_ids_{i}")]);
         let logits = common::prompt_logits(&model, &prompt);
         let sampled = logits.index_select(&sample, 1).unwrap();
         let mut sampled_err =
@@ -102,8 +94,8 @@ fn run_prompts(path: &std::path::Path, dequantize: bool) -> Vec<Run> {
         let last = logits.i(prompt.len() - 1).unwrap().unsqueeze(0).unwrap();
         let want_last = g[&format!("last_logits_{i}")].unsqueeze(0).unwrap();
         let last_err = common::worst_row_relative_error(&last, &want_last);
-        let argmax = ids(&logits.argmax(1).unwrap());
-        let want_argmax = ids(&g[&format!("argmax_{i}")]);
+        let argmax = common::tensor_ids(&logits.argmax(1).unwrap());
+        let want_argmax = common::tensor_ids(&g[&format!("argmax_{i}")]);
         let top1_agree = argmax
             .iter()
             .zip(&want_argmax)
@@ -119,7 +111,7 @@ fn run_prompts(path: &std::path::Path, dequantize: bool) -> Vec<Run> {
     let engine =
         EngineHandle::spawn(Engine::new(model, tok, EngineConfig::default()).unwrap()).unwrap();
     for (i, run) in runs.iter_mut().enumerate() {
-        let prompt = ids(&g[&format!("input_ids_{i}")]);
+        let prompt = common::tensor_ids(&g[&format!("input_ids_{i}")]);
         run.greedy = common::run_alone(&engine, &prompt, common::greedy(48));
     }
     runs
@@ -135,7 +127,7 @@ fn dequantized_smollm2_matches_transformers() {
     let (g, j) = golden();
     for (i, run) in run_prompts(&path, true).iter().enumerate() {
         let p = &j["prompts"][i];
-        let want = ids(&g[&format!("greedy_{i}")]);
+        let want = common::tensor_ids(&g[&format!("greedy_{i}")]);
         println!(
             "prompt {i} ({}, {} tokens): relative logit error {:.2e} (every position: 512 sampled ids + top-8), {:.2e} (last position, 49152 ids); argmax agrees at {}/{}; greedy agrees on {}/48",
             p["kind"].as_str().unwrap_or("?"),
@@ -157,7 +149,7 @@ fn quantized_smollm2_agrees_with_transformers_at_least_as_well_as_llama_cpp() {
     let (g, j) = golden();
     for (i, run) in run_prompts(&path, false).iter().enumerate() {
         let p = &j["prompts"][i];
-        let want = ids(&g[&format!("greedy_{i}")]);
+        let want = common::tensor_ids(&g[&format!("greedy_{i}")]);
         let ours = leading_agreement(&run.greedy, &want);
         let llama_cpp = p["llamacpp_leading_agree"].as_u64().unwrap() as usize;
         println!(
@@ -180,23 +172,7 @@ fn smollm2_tokenizer_and_template_from_the_file() {
     let Some(path) = model_path() else { return };
     let file = GgufFile::open(&path).unwrap();
     let tok = indus::tokenizer::gguf::from_gguf(&file, None).unwrap();
-    let text =
-        std::fs::read_to_string(common::fixture_dir("smollm2/tokenizer_golden.json")).unwrap();
-    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut differ = 0;
-    for c in cases["cases"].as_array().unwrap() {
-        let s = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        if tok.encode(s, false).unwrap() != want {
-            differ += 1;
-            eprintln!("differs: {s:?}");
-        }
-    }
+    let differ = common::smollm2_golden_differences(&tok);
     assert_eq!(differ, 0, "{differ} of 1000 strings tokenize differently");
     // The chat prompt of the goldens is the file's template applied to one user message.
     let (g, j) = golden();
@@ -210,7 +186,7 @@ fn smollm2_tokenizer_and_template_from_the_file() {
     assert_eq!(rendered, j["prompts"][1]["text"].as_str().unwrap());
     assert_eq!(
         tok.encode(&rendered, false).unwrap(),
-        ids(&g["input_ids_1"])
+        common::tensor_ids(&g["input_ids_1"])
     );
     assert!(!tok.adds_bos());
 }

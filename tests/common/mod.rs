@@ -151,3 +151,55 @@ pub fn worst_row_relative_error(a: &candle_core::Tensor, b: &candle_core::Tensor
         })
         .fold(0f32, f32::max)
 }
+
+/// Token ids stored as an integer tensor of any shape (the goldens keep them as i64).
+pub fn tensor_ids(t: &candle_core::Tensor) -> Vec<u32> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|v| v as u32)
+        .collect()
+}
+
+/// ‖a − b‖ / ‖b‖ over all elements.
+pub fn relative_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let sq = |t: &candle_core::Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    (sq(&(a - b).unwrap()) / sq(b)).sqrt()
+}
+
+/// How many of the 1000 strings of tests/fixtures/smollm2/tokenizer_golden.json `tok`
+/// encodes (without special tokens) differently from SmolLM2's reference tokenizer; each
+/// difference is printed.
+pub fn smollm2_golden_differences(tok: &Tokenizer) -> usize {
+    let text = std::fs::read_to_string(fixture_dir("smollm2/tokenizer_golden.json")).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1000);
+    let mut differ = 0;
+    for c in cases {
+        let s = c["text"].as_str().unwrap();
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode(s, false).unwrap();
+        if got != want {
+            differ += 1;
+            eprintln!("differs: {s:?}\n  ours {got:?}\n  want {want:?}");
+        }
+    }
+    differ
+}
