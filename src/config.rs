@@ -177,3 +177,32 @@ mod tests {
         assert!(super::parse_bytes("12XB").is_err());
     }
 }
+
+/// Encoder models served beside (or instead of) the chat model: embeddings and rerankers.
+#[derive(Debug, Clone, Args)]
+pub struct PoolingArgs {
+    /// An embedding or reranker model (directory or hub id) to serve beside the chat
+    /// model (repeatable); served under its name, or `NAME=MODEL` to pick the name.
+    #[arg(
+        long = "embedding-model",
+        env = "INDUS_EMBEDDING_MODELS",
+        value_delimiter = ','
+    )]
+    pub embedding_models: Vec<String>,
+    /// Padded tokens (inputs × longest input) per encoder forward batch, as TEI's flag.
+    #[arg(long, default_value_t = 16384, env = "INDUS_MAX_BATCH_TOKENS")]
+    pub max_batch_tokens: usize,
+    /// Inputs one /v1/embeddings or /v1/rerank request may carry (400 beyond), as TEI's flag.
+    #[arg(long, default_value_t = 2048, env = "INDUS_MAX_CLIENT_BATCH_SIZE")]
+    pub max_client_batch_size: usize,
+    /// Embedding/rerank requests in flight per model (429 beyond).
+    #[arg(
+        long,
+        default_value_t = 512,
+        env = "INDUS_MAX_CONCURRENT_EMBEDDING_REQUESTS"
+    )]
+    pub max_concurrent_embedding_requests: usize,
+    /// Compute threads per encoder model (0: one per CPU core).
+    #[arg(long, default_value_t = 0, env = "INDUS_ENCODER_THREADS")]
+    pub encoder_threads: usize,
+}

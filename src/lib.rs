@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod embed;
 pub mod embedded;
 pub mod engine;
 pub mod kv;

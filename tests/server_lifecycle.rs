@@ -243,7 +243,8 @@ async fn not_ready_while_the_model_loads() {
         let _ = wait.recv();
         let (engine, summary) = indus::loader::start_engine(&args.model, &args.cache, &args.sched)?;
         Ok(LoadedModel {
-            engine,
+            engine: Some(engine),
+            pooling: Vec::new(),
             name: summary.name,
             quantization: summary.quantization,
         })

@@ -29,6 +29,8 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
     #[error(transparent)]
     Gguf(#[from] crate::gguf::GgufError),
     #[error(transparent)]

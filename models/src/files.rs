@@ -206,6 +206,15 @@ impl ModelFiles {
         }
         let config = require("config.json")?;
         let tokenizer = require("tokenizer.json")?;
+        if std::fs::read_to_string(&config)
+            .is_ok_and(|t| crate::encoder::EncoderConfig::is_encoder_config(&t))
+        {
+            // A sentence-transformers repo's pipeline files land beside config.json in
+            // the same snapshot, where the encoder loader reads them; each is optional.
+            for f in crate::encoder::SENTENCE_FILES {
+                get(f)?;
+            }
+        }
         let weights = if !need_weights {
             Vec::new()
         } else if let Some(index) = get(INDEX)? {

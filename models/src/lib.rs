@@ -3,6 +3,7 @@
 //! the Llama-family decoder written once against the paged-attention kernels.
 
 pub mod config;
+pub mod encoder;
 pub mod error;
 pub mod files;
 pub mod gguf;

@@ -1,7 +1,7 @@
 //! `indus serve` flags: the model, cache and scheduler flags shared with `generate`, plus the
 //! HTTP server's own. Every flag can also come from an `INDUS_*` environment variable.
 
-use crate::config::{CacheArgs, ModelArgs, SchedulerArgs, parse_bytes};
+use crate::config::{CacheArgs, ModelArgs, PoolingArgs, SchedulerArgs, parse_bytes};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -12,6 +12,8 @@ pub struct ServeArgs {
     pub cache: CacheArgs,
     #[command(flatten)]
     pub sched: SchedulerArgs,
+    #[command(flatten)]
+    pub pooling: PoolingArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1", env = "INDUS_HOST")]
     pub host: String,

@@ -2,6 +2,7 @@
 //! recorder (no global one), so several servers can live in one process (tests).
 //! Engine gauges are refreshed from `EngineHandle::stats()` at scrape time.
 
+use crate::embed::PoolingStats;
 use crate::engine::{EngineHandle, RequestTimes};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{
@@ -28,6 +29,12 @@ pub const PREFIX_HIT_RATE: &str = "indus_prefix_cache_hit_rate";
 pub const PREEMPTIONS: &str = "indus_num_preemptions_total";
 pub const KEY_REQUESTS: &str = "indus_api_key_requests_total";
 pub const KEY_TOKENS: &str = "indus_api_key_tokens_total";
+pub const POOLING_IN_FLIGHT: &str = "indus_encoder_requests_in_flight";
+pub const POOLING_BATCHES: &str = "indus_encoder_batches_total";
+pub const POOLING_INPUTS: &str = "indus_encoder_inputs_total";
+pub const POOLING_TOKENS: &str = "indus_encoder_tokens_total";
+pub const POOLING_PADDED: &str = "indus_encoder_padded_tokens_total";
+pub const POOLING_BUSY: &str = "indus_encoder_busy_microseconds_total";
 
 const TTFT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -104,6 +111,32 @@ impl Metrics {
             "Sequences preempted for lack of KV blocks.",
         );
         describe(KEY_REQUESTS, None, "Requests per API key name.");
+        describe(POOLING_BATCHES, None, "Encoder forward batches, per model.");
+        describe(
+            POOLING_INPUTS,
+            None,
+            "Inputs embedded or scored, per model.",
+        );
+        describe(
+            POOLING_TOKENS,
+            None,
+            "Input tokens run by an encoder, per model.",
+        );
+        describe(
+            POOLING_PADDED,
+            None,
+            "Padded tokens run by an encoder (batch size x longest input), per model.",
+        );
+        describe(
+            POOLING_BUSY,
+            Some(Unit::Microseconds),
+            "Microseconds an encoder spent in forward passes, per model.",
+        );
+        recorder.describe_gauge(
+            KeyName::from_const_str(POOLING_IN_FLIGHT),
+            None,
+            "Embedding/rerank requests queued or running, per model.".into(),
+        );
         describe(
             KEY_TOKENS,
             None,
@@ -216,7 +249,32 @@ impl Metrics {
     }
 
     /// Refreshes the engine gauges and renders the Prometheus text.
-    pub fn render(&self, engine: Option<&EngineHandle>) -> String {
+    pub fn render(
+        &self,
+        engine: Option<&EngineHandle>,
+        pooling: &[(&str, PoolingStats)],
+    ) -> String {
+        for (model, p) in pooling {
+            let key = |name: &'static str| {
+                Key::from_parts(name, vec![Label::new("model", model.to_string())])
+            };
+            self.recorder
+                .register_gauge(&key(POOLING_IN_FLIGHT), &META)
+                .set(p.in_flight as f64);
+            for (name, v) in [
+                (POOLING_BATCHES, p.batches),
+                (POOLING_INPUTS, p.inputs),
+                (POOLING_TOKENS, p.tokens),
+                (POOLING_PADDED, p.padded_tokens),
+            ] {
+                self.recorder
+                    .register_counter(&key(name), &META)
+                    .absolute(v);
+            }
+            self.recorder
+                .register_counter(&key(POOLING_BUSY), &META)
+                .absolute((p.busy_seconds * 1e6) as u64);
+        }
         if let Some(engine) = engine {
             let s = engine.stats();
             self.running.set(s.running as f64);
@@ -254,8 +312,8 @@ mod tests {
         let b = Metrics::new();
         a.count_request("stop", "200");
         a.count_tokens("team-a", 3, 5);
-        let ra = a.render(None);
-        let rb = b.render(None);
+        let ra = a.render(None, &[]);
+        let rb = b.render(None, &[]);
         assert!(
             ra.contains(r#"indus_requests_total{finish_reason="stop",status="200"} 1"#),
             "{ra}"
@@ -280,7 +338,7 @@ mod tests {
             },
             3,
         );
-        let r = m.render(None);
+        let r = m.render(None, &[]);
         assert!(
             r.contains("indus_time_to_first_token_seconds_bucket"),
             "{r}"

@@ -38,6 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/completions", post(openai::completions::create))
         .route("/v1/chat/completions", post(openai::chat::create))
+        .route("/v1/embeddings", post(openai::embeddings::create))
+        .route("/v1/rerank", post(openai::rerank::create))
+        .route("/v2/rerank", post(openai::rerank::create))
+        .route("/rerank", post(openai::rerank::create))
         .route("/v1/models", get(openai::models::list))
         .route("/v1/models/{*id}", get(openai::models::get))
         .route("/tokenize", post(openai::tokenize::tokenize))
@@ -70,7 +74,12 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
-    let body = st.metrics.render(st.loaded().map(|l| &l.engine));
+    let pooling: Vec<(&str, crate::embed::PoolingStats)> = st
+        .pooling()
+        .iter()
+        .map(|p| (p.names[0].as_str(), p.handle.stats()))
+        .collect();
+    let body = st.metrics.render(st.loaded().map(|l| &l.engine), &pooling);
     (
         [(
             header::CONTENT_TYPE,
@@ -117,9 +126,11 @@ pub(crate) fn with_request_id(mut resp: Response, id: &str) -> Response {
     resp
 }
 
-/// What the model loader hands the server.
+/// What the model loader hands the server: a chat engine, encoder models, or both.
 pub struct LoadedModel {
-    pub engine: EngineHandle,
+    pub engine: Option<EngineHandle>,
+    /// Encoder models (embeddings, rerankers) served beside it.
+    pub pooling: Vec<crate::embed::StartedPooling>,
     /// The model's name (directory, hub id or the embedded model's name).
     pub name: String,
     /// Block types the weights keep (`gguf Q4_1+Q8_0`), shown in /v1/models.
@@ -247,22 +258,40 @@ impl Server {
                 return Err(e.context("cannot load the model"));
             }
         };
-        let names = if served_names.is_empty() {
+        let main_names = if served_names.is_empty() {
             vec![loaded.name.clone()]
         } else {
             served_names
         };
-        let engine = loaded.engine.clone();
-        state.set_loaded(Loaded {
-            engine: loaded.engine,
-            names: names.clone(),
+        let created = unix_now();
+        let mut pooling = Vec::new();
+        let mut first_pooling = true;
+        for p in loaded.pooling {
+            // --served-model-name names the main model: an encoder when no chat model is.
+            let names = if loaded.engine.is_none() && std::mem::take(&mut first_pooling) {
+                main_names.clone()
+            } else {
+                vec![p.name]
+            };
+            pooling.push(state::PoolingServed {
+                handle: p.handle,
+                names,
+                root: p.root,
+            });
+        }
+        let chat = loaded.engine.map(|engine| Loaded {
+            engine,
+            names: main_names.clone(),
             root: loaded.name,
             quantization: loaded.quantization,
-            created: unix_now(),
+            created,
         });
-        tokio::spawn(watch_engine(engine, shutdown.clone()));
+        let engine = chat.as_ref().map(|c| c.engine.clone());
+        let workers: Vec<_> = pooling.iter().map(|p| p.handle.clone()).collect();
+        state.set_loaded(chat, pooling, created);
+        tokio::spawn(watch_engine(engine, workers, shutdown.clone()));
         tokio::spawn(metrics_upkeep(state.clone(), shutdown.clone()));
-        tracing::info!(%addr, model = %names[0], "ready");
+        tracing::info!(%addr, model = %main_names[0], "ready");
 
         let reason = shutdown.wait().await;
         state.start_draining();
@@ -288,15 +317,21 @@ impl Server {
     }
 }
 
-/// Triggers shutdown when the engine loop stops (a panic in the engine thread).
-async fn watch_engine(engine: EngineHandle, shutdown: Shutdown) {
+/// Triggers shutdown when the engine loop or an encoder worker stops (a panic in its
+/// thread).
+async fn watch_engine(
+    engine: Option<EngineHandle>,
+    workers: Vec<crate::embed::PoolingHandle>,
+    shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = shutdown.wait() => return,
         }
-        if !engine.is_alive() {
-            tracing::error!("the engine loop stopped; shutting down");
+        let engine_died = engine.as_ref().is_some_and(|e| !e.is_alive());
+        if engine_died || workers.iter().any(|w| !w.is_alive()) {
+            tracing::error!("the engine loop or an encoder worker stopped; shutting down");
             shutdown.trigger(Reason::EngineDied);
             return;
         }
@@ -321,15 +356,59 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(signal = sig, "signal received");
         shutdown.trigger(Reason::Signal);
     });
-    server
-        .run(move || {
-            let (engine, summary) =
-                crate::loader::start_engine(&args.model, &args.cache, &args.sched)?;
-            Ok(LoadedModel {
-                engine,
-                name: summary.name,
-                quantization: summary.quantization,
-            })
-        })
-        .await
+    server.run(move || load_models(&args)).await
+}
+
+/// The chat model (unless MODEL is an encoder checkpoint) and every --embedding-model.
+pub fn load_models(args: &ServeArgs) -> anyhow::Result<LoadedModel> {
+    let main_is_encoder = crate::embed::is_encoder_model(&args.model);
+    let (engine, name, quantization) = if main_is_encoder {
+        (None, String::new(), None)
+    } else {
+        let (engine, summary) = crate::loader::start_engine(&args.model, &args.cache, &args.sched)?;
+        (Some(engine), summary.name, summary.quantization)
+    };
+    // Encoders share the CPU cores with chat decoding: a lower priority keeps an
+    // embedding flood from slowing every chat token.
+    let nice = if engine.is_some() && args.model.device == "cpu" {
+        10
+    } else {
+        0
+    };
+    let mut specs: Vec<String> = Vec::new();
+    if main_is_encoder && let Ok(Some(m)) = args.model.model_name() {
+        specs.push(m.to_string());
+    }
+    specs.extend(
+        args.pooling
+            .embedding_models
+            .iter()
+            .filter(|m| !m.is_empty())
+            .cloned(),
+    );
+    let mut pooling = Vec::new();
+    for spec in &specs {
+        let p = crate::embed::start_pooling(
+            spec,
+            args.model
+                .revision
+                .as_deref()
+                .filter(|_| main_is_encoder && pooling.is_empty()),
+            &args.model.device,
+            &args.pooling,
+            nice,
+        )
+        .with_context(|| format!("cannot load the encoder model {spec}"))?;
+        pooling.push(p);
+    }
+    let name = match (&engine, pooling.first()) {
+        (None, Some(p)) => p.name.clone(),
+        _ => name,
+    };
+    Ok(LoadedModel {
+        engine,
+        pooling,
+        name,
+        quantization,
+    })
 }

@@ -4,6 +4,7 @@ use super::audit::AuditLog;
 use super::auth::{Auth, Caller};
 use super::error::ApiError;
 use super::metrics::Metrics;
+use crate::embed::{PoolingHandle, PoolingTask};
 use crate::engine::EngineHandle;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +22,19 @@ pub struct Loaded {
     pub created: u64,
 }
 
+/// An encoder model (embeddings or reranking) served beside the chat model.
+pub struct PoolingServed {
+    pub handle: PoolingHandle,
+    /// Names clients may use; the first is reported in responses.
+    pub names: Vec<String>,
+    pub root: String,
+}
+
 pub struct AppState {
     loaded: OnceLock<Loaded>,
+    pooling: OnceLock<Vec<PoolingServed>>,
+    /// Unix seconds when every model was loaded (`created` of /v1/models).
+    models_ready: OnceLock<u64>,
     pub auth: Auth,
     pub metrics: Metrics,
     pub audit: Option<AuditLog>,
@@ -39,6 +51,8 @@ impl AppState {
     ) -> Self {
         Self {
             loaded: OnceLock::new(),
+            pooling: OnceLock::new(),
+            models_ready: OnceLock::new(),
             auth,
             metrics,
             audit,
@@ -47,13 +61,29 @@ impl AppState {
         }
     }
 
-    /// Marks the model loaded; the server is ready from now on.
-    pub fn set_loaded(&self, loaded: Loaded) {
-        let _ = self.loaded.set(loaded);
+    /// Marks the models loaded (a chat model, encoders, or both); the server is ready from
+    /// now on.
+    pub fn set_loaded(&self, chat: Option<Loaded>, pooling: Vec<PoolingServed>, created: u64) {
+        if let Some(l) = chat {
+            let _ = self.loaded.set(l);
+        }
+        let _ = self.pooling.set(pooling);
+        let _ = self.models_ready.set(created);
     }
 
+    /// The chat model, once loaded (`None` also when the server serves only encoders).
     pub fn loaded(&self) -> Option<&Loaded> {
         self.loaded.get()
+    }
+
+    /// The encoder models (empty until loaded).
+    pub fn pooling(&self) -> &[PoolingServed] {
+        self.pooling.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// When the models became ready.
+    pub fn created(&self) -> Option<u64> {
+        self.models_ready.get().copied()
     }
 
     pub fn start_draining(&self) {
@@ -64,23 +94,122 @@ impl AppState {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Ready: model loaded, engine loop alive, not shutting down.
+    /// Ready: every model loaded, the engine loop and encoder workers alive, not shutting
+    /// down.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.loaded().is_some_and(|l| l.engine.is_alive())
+        !self.is_draining()
+            && self.created().is_some()
+            && self.loaded().is_none_or(|l| l.engine.is_alive())
+            && self.pooling().iter().all(|p| p.handle.is_alive())
     }
 
-    /// The engine, or 503 while loading, after it died, or while shutting down.
-    pub fn ready_engine(&self) -> Result<&Loaded, ApiError> {
+    fn check_serving(&self) -> Result<(), ApiError> {
         if self.is_draining() {
             return Err(ApiError::Unavailable("the server is shutting down".into()));
         }
-        let loaded = self
-            .loaded()
-            .ok_or_else(|| ApiError::Unavailable("the model is still loading".into()))?;
+        if self.created().is_none() {
+            return Err(ApiError::Unavailable("the model is still loading".into()));
+        }
+        Ok(())
+    }
+
+    /// The chat engine, or 503 while loading, after it died, or while shutting down; 400
+    /// when this server serves only encoder models.
+    pub fn ready_engine(&self) -> Result<&Loaded, ApiError> {
+        self.check_serving()?;
+        let loaded = self.loaded().ok_or_else(|| {
+            ApiError::bad(
+                "model",
+                format!(
+                    "this server serves no generative model, only encoder models ({}): use /v1/embeddings or /v1/rerank",
+                    self.pooling()
+                        .iter()
+                        .map(|p| p.names[0].as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
         if !loaded.engine.is_alive() {
             return Err(ApiError::Unavailable("the engine is not running".into()));
         }
         Ok(loaded)
+    }
+
+    /// The encoder model a request to an endpoint of `task` names (the first of that
+    /// task the caller may use when it names none). A model of another task is a 400
+    /// naming the endpoint it does serve; an unknown or forbidden one a 404.
+    pub fn ready_pooling(
+        &self,
+        requested: Option<&str>,
+        caller: &Caller,
+        task: PoolingTask,
+    ) -> Result<(&PoolingServed, String), ApiError> {
+        self.check_serving()?;
+        let endpoint = |t: PoolingTask| match t {
+            PoolingTask::Embed => "/v1/embeddings",
+            PoolingTask::Score => "/v1/rerank",
+        };
+        let requested = requested.filter(|m| !m.is_empty());
+        let found = match requested {
+            Some(m) => self
+                .pooling()
+                .iter()
+                .find(|p| p.names.iter().any(|n| n == m))
+                .map(|p| (p, m.to_string())),
+            None => self.pooling().iter().find_map(|p| {
+                let name = p.names.iter().find(|n| caller.may_use(n))?;
+                (p.handle.info().task == task).then(|| (p, name.clone()))
+            }),
+        };
+        let Some((served, name)) = found else {
+            if let Some(m) = requested
+                && self
+                    .loaded()
+                    .is_some_and(|l| l.names.iter().any(|n| n == m))
+                && caller.may_use(m)
+            {
+                return Err(ApiError::bad(
+                    "model",
+                    format!(
+                        "model `{m}` is a generative model; it does not serve {}",
+                        endpoint(task)
+                    ),
+                ));
+            }
+            return Err(match requested {
+                Some(m) => ApiError::ModelNotFound(m.to_string()),
+                None => ApiError::bad(
+                    "model",
+                    format!("this server serves no model for {}", endpoint(task)),
+                ),
+            });
+        };
+        if !caller.may_use(&name) {
+            return Err(ApiError::ModelNotFound(name));
+        }
+        let actual = served.handle.info().task;
+        if actual != task {
+            return Err(ApiError::bad(
+                "model",
+                format!(
+                    "model `{name}` is a{} model; it serves {}, not {}",
+                    if actual == PoolingTask::Score {
+                        " reranker"
+                    } else {
+                        "n embedding"
+                    },
+                    endpoint(actual),
+                    endpoint(task)
+                ),
+            ));
+        }
+        if !served.handle.is_alive() {
+            return Err(ApiError::Unavailable(format!(
+                "the model `{name}` is not running"
+            )));
+        }
+        Ok((served, name))
     }
 }
 

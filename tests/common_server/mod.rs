@@ -37,8 +37,13 @@ impl TestServer {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_model(&indus::loader::repo_fixture("tiny-llama"), extra, env)
+    }
+
+    /// `indus serve MODEL` (any model directory) with [`SMALL`] and `extra` flags.
+    pub fn start_model(model: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         init_tls();
-        let model = indus::loader::repo_fixture("tiny-llama");
+        let model = model.to_path_buf();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_indus"));
         cmd.arg("serve")
             .arg(&model)

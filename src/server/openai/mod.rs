@@ -3,8 +3,11 @@
 
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod logprobs;
 pub mod models;
 pub mod params;
+pub mod pooling;
+pub mod rerank;
 pub mod tokenize;
 pub mod types;

@@ -1,37 +1,64 @@
-//! GET /v1/models and /v1/models/{id}: the served names this caller may use.
+//! GET /v1/models and /v1/models/{id}: every served name this caller may use — the chat
+//! model's and each encoder's — with the task each serves.
 
 use super::types::{ModelCard, ModelList};
 use crate::server::auth::Caller;
 use crate::server::error::ApiError;
-use crate::server::state::{AppState, Loaded};
+use crate::server::state::AppState;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use std::sync::Arc;
 
-fn card(l: &Loaded, name: &str) -> ModelCard {
-    ModelCard {
-        id: name.to_string(),
-        object: "model",
-        created: l.created,
-        owned_by: "indus",
-        root: l.root.clone(),
-        quantization: l.quantization.clone(),
-        max_model_len: l.engine.limits().max_model_len,
+/// Every served name with its card, chat model first.
+fn cards(st: &AppState) -> Result<Vec<ModelCard>, ApiError> {
+    if st.is_draining() {
+        return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
+    let created = st
+        .created()
+        .ok_or_else(|| ApiError::Unavailable("the model is still loading".into()))?;
+    let mut out = Vec::new();
+    if let Some(l) = st.loaded() {
+        for n in &l.names {
+            out.push(ModelCard {
+                id: n.clone(),
+                object: "model",
+                created: l.created,
+                owned_by: "indus",
+                root: l.root.clone(),
+                quantization: l.quantization.clone(),
+                max_model_len: l.engine.limits().max_model_len,
+                task: "generate",
+            });
+        }
+    }
+    for p in st.pooling() {
+        let info = p.handle.info();
+        for n in &p.names {
+            out.push(ModelCard {
+                id: n.clone(),
+                object: "model",
+                created,
+                owned_by: "indus",
+                root: p.root.clone(),
+                quantization: None,
+                max_model_len: info.max_input_tokens,
+                task: info.task.as_str(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<ModelList>, ApiError> {
-    let l = st.ready_engine()?;
     Ok(Json(ModelList {
         object: "list",
-        data: l
-            .names
-            .iter()
-            .filter(|n| caller.may_use(n))
-            .map(|n| card(l, n))
+        data: cards(&st)?
+            .into_iter()
+            .filter(|c| caller.may_use(&c.id))
             .collect(),
     }))
 }
@@ -41,7 +68,9 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    let l = st.ready_engine()?;
-    let name = l.resolve_model(Some(&id), &caller)?;
-    Ok(Json(card(l, &name)))
+    cards(&st)?
+        .into_iter()
+        .find(|c| c.id == id && caller.may_use(&c.id))
+        .map(Json)
+        .ok_or(ApiError::ModelNotFound(id))
 }

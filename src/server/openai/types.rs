@@ -271,6 +271,9 @@ pub struct ModelCard {
     /// Block types of quantized weights, e.g. `gguf Q4_1+Q8_0`; null when dense.
     pub quantization: Option<String>,
     pub max_model_len: usize,
+    /// What the model serves: `generate` (chat/completions), `embed` (/v1/embeddings) or
+    /// `score` (/v1/rerank).
+    pub task: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]

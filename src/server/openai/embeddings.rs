@@ -1,0 +1,358 @@
+//! POST /v1/embeddings, as OpenAI: `input` a string, strings, token ids or token-id
+//! arrays; `encoding_format` float or base64; `dimensions` (Matryoshka models only);
+//! plus vLLM's `truncate_prompt_tokens`.
+
+use super::pooling::{self, check_ids, encode_error, length_policy};
+use crate::embed::{PoolingInfo, PoolingTask};
+use crate::server::auth::Caller;
+use crate::server::error::ApiError;
+use crate::server::record::RequestRecord;
+use crate::server::state::AppState;
+use crate::server::{body, new_id};
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use indus_models::encoder::EncoderInput;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingRequest {
+    pub input: serde_json::Value,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<i64>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub truncate_prompt_tokens: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbeddingData {
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: EmbeddingVector,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbeddingResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+/// One input as sent: text to tokenize, or ids to check.
+enum RawInput {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut rec = RequestRecord::new(&st, "/v1/embeddings", new_id("embd"), caller, &headers);
+    match handle(&st, &mut rec, body).await {
+        Ok(resp) => {
+            let id = rec.id.clone();
+            rec.succeed();
+            crate::server::with_request_id(axum::Json(resp).into_response(), &id)
+        }
+        Err(e) => {
+            let id = rec.id.clone();
+            rec.fail(&e);
+            crate::server::with_request_id(e.into_response(), &id)
+        }
+    }
+}
+
+async fn handle(
+    st: &AppState,
+    rec: &mut RequestRecord,
+    body: Body,
+) -> Result<EmbeddingResponse, ApiError> {
+    let req: EmbeddingRequest = body::read_json(body, st.max_body_bytes).await?;
+    rec.user = req.user.clone();
+    let (served, model) =
+        st.ready_pooling(req.model.as_deref(), rec.caller(), PoolingTask::Embed)?;
+    rec.model = Some(model.clone());
+    let info = served.handle.info().clone();
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "encoding_format",
+                format!("encoding_format must be `float` or `base64`, got `{other}`"),
+            ));
+        }
+    };
+    let dimensions = check_dimensions(req.dimensions, &info)?;
+    let length = length_policy(req.truncate_prompt_tokens, info.max_input_tokens)?;
+    let raw = parse_input(&req.input, info.max_client_batch_size)?;
+    if rec.wants_content() {
+        rec.prompt_content = Some(req.input.clone());
+    }
+    let vocab = info.vocab_size;
+    let inputs: Vec<EncoderInput> = served
+        .handle
+        .tokenize(move |tok| {
+            raw.into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let param = format!("input[{i}]");
+                    match r {
+                        RawInput::Text(t) => {
+                            tok.encode(&t, length).map_err(|e| encode_error(&param, e))
+                        }
+                        RawInput::Ids(ids) => check_ids(&param, ids, vocab, length),
+                    }
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+        })
+        .await
+        .map_err(pooling::pooling_error)??;
+    let tokens: usize = inputs.iter().map(|i| i.ids.len()).sum();
+    rec.add_prompt(tokens, 0);
+    let rows = pooling::run(&served.handle, inputs).await?;
+    let data = rows
+        .into_iter()
+        .enumerate()
+        .map(|(index, row)| {
+            let row = match dimensions {
+                Some(d) => truncate_renormalize(row, d),
+                None => row,
+            };
+            EmbeddingData {
+                object: "embedding",
+                index,
+                embedding: if base64 {
+                    EmbeddingVector::Base64(encode_base64(&row))
+                } else {
+                    EmbeddingVector::Float(row)
+                },
+            }
+        })
+        .collect();
+    Ok(EmbeddingResponse {
+        id: rec.id.clone(),
+        object: "list",
+        data,
+        model,
+        usage: EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    })
+}
+
+/// `dimensions`: the model's own size is always fine; smaller sizes only for models that
+/// declare Matryoshka training (`is_matryoshka` or `matryoshka_dimensions` in config.json).
+fn check_dimensions(
+    dimensions: Option<i64>,
+    info: &PoolingInfo,
+) -> Result<Option<usize>, ApiError> {
+    let Some(d) = dimensions else {
+        return Ok(None);
+    };
+    let native = info.dimensions;
+    if d == native as i64 {
+        return Ok(None);
+    }
+    if d < 1 || d > native as i64 {
+        return Err(ApiError::bad(
+            "dimensions",
+            format!("dimensions must be in 1..={native}, got {d}"),
+        ));
+    }
+    let d = d as usize;
+    if info.any_dimensions || info.matryoshka_dimensions.contains(&d) {
+        Ok(Some(d))
+    } else if info.matryoshka_dimensions.is_empty() {
+        Err(ApiError::bad(
+            "dimensions",
+            format!(
+                "this model does not support `dimensions` other than its own ({native}): it is not a Matryoshka model"
+            ),
+        ))
+    } else {
+        Err(ApiError::bad(
+            "dimensions",
+            format!(
+                "dimensions must be one of {:?} for this model",
+                info.matryoshka_dimensions
+            ),
+        ))
+    }
+}
+
+/// Keeps the first `d` components and scales the result back to unit length.
+fn truncate_renormalize(mut row: Vec<f32>, d: usize) -> Vec<f32> {
+    row.truncate(d);
+    let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    row
+}
+
+/// OpenAI's base64 format: the little-endian f32 bytes.
+fn encode_base64(row: &[f32]) -> String {
+    let bytes: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn parse_input(v: &serde_json::Value, max_inputs: usize) -> Result<Vec<RawInput>, ApiError> {
+    use serde_json::Value;
+    let shape = || {
+        ApiError::bad(
+            "input",
+            "input must be a string, an array of strings, an array of token ids, or an array of token-id arrays",
+        )
+    };
+    let ids = |items: &[Value], param: &str| -> Result<Vec<u32>, ApiError> {
+        items
+            .iter()
+            .map(|x| {
+                x.as_u64()
+                    .filter(|&t| t <= u32::MAX as u64)
+                    .map(|t| t as u32)
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            param,
+                            format!("{param} must hold token ids (non-negative integers)"),
+                        )
+                    })
+            })
+            .collect()
+    };
+    let out = match v {
+        Value::String(s) => vec![RawInput::Text(s.clone())],
+        Value::Array(items) if items.is_empty() => {
+            return Err(ApiError::bad("input", "input must not be an empty array"));
+        }
+        Value::Array(items) => match &items[0] {
+            Value::Number(_) => vec![RawInput::Ids(ids(items, "input")?)],
+            Value::String(_) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(|s| RawInput::Text(s.to_string()))
+                        .ok_or_else(shape)
+                })
+                .collect::<Result<_, _>>()?,
+            Value::Array(_) => items
+                .iter()
+                .enumerate()
+                .map(|(n, i)| match i {
+                    Value::Array(a) => Ok(RawInput::Ids(ids(a, &format!("input[{n}]"))?)),
+                    _ => Err(shape()),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(shape()),
+        },
+        _ => return Err(shape()),
+    };
+    if out.len() > max_inputs {
+        return Err(ApiError::bad(
+            "input",
+            format!(
+                "input has {} items, more than the limit of {max_inputs} per request (--max-client-batch-size)",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(any: bool, dims: Vec<usize>) -> PoolingInfo {
+        PoolingInfo {
+            task: PoolingTask::Embed,
+            dimensions: 8,
+            max_input_tokens: 16,
+            vocab_size: 100,
+            any_dimensions: any,
+            matryoshka_dimensions: dims,
+            normalized: true,
+            weight_bytes: 0,
+            max_client_batch_size: 4,
+        }
+    }
+
+    #[test]
+    fn dimensions_need_a_matryoshka_model() {
+        assert_eq!(check_dimensions(None, &info(false, vec![])).unwrap(), None);
+        assert_eq!(
+            check_dimensions(Some(8), &info(false, vec![])).unwrap(),
+            None
+        );
+        assert!(check_dimensions(Some(4), &info(false, vec![])).is_err());
+        assert_eq!(
+            check_dimensions(Some(4), &info(true, vec![])).unwrap(),
+            Some(4)
+        );
+        assert_eq!(
+            check_dimensions(Some(4), &info(false, vec![4])).unwrap(),
+            Some(4)
+        );
+        assert!(check_dimensions(Some(3), &info(false, vec![4])).is_err());
+        assert!(check_dimensions(Some(9), &info(true, vec![])).is_err());
+        assert!(check_dimensions(Some(0), &info(true, vec![])).is_err());
+    }
+
+    #[test]
+    fn truncation_renormalizes() {
+        let r = truncate_renormalize(vec![3.0, 4.0, 12.0], 2);
+        assert_eq!(r, vec![0.6, 0.8]);
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        assert_eq!(encode_base64(&[1.0]), "AACAPw==");
+    }
+
+    #[test]
+    fn input_shapes_and_limits() {
+        use serde_json::json;
+        assert_eq!(parse_input(&json!("a"), 4).unwrap().len(), 1);
+        assert_eq!(parse_input(&json!(["a", "b"]), 4).unwrap().len(), 2);
+        assert_eq!(parse_input(&json!([1, 2, 3]), 4).unwrap().len(), 1);
+        assert_eq!(parse_input(&json!([[1], [2, 3]]), 4).unwrap().len(), 2);
+        assert!(parse_input(&json!([]), 4).is_err());
+        assert!(parse_input(&json!(["a", 1]), 4).is_err());
+        assert!(parse_input(&json!([-1]), 4).is_err());
+        assert!(parse_input(&json!({"a": 1}), 4).is_err());
+        let e = parse_input(&json!(["a", "b", "c", "d", "e"]), 4)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("limit of 4"), "{e}");
+    }
+}
