@@ -67,10 +67,10 @@ async fn health() -> StatusCode {
 
 /// The model is loaded and the engine loop alive; 503 otherwise and while shutting down.
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
-    match st.ready_engine() {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => e.into_response(),
+    if st.is_ready() {
+        return (StatusCode::OK, "ready\n").into_response();
     }
+    st.not_ready_reason().into_response()
 }
 
 async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {

@@ -103,6 +103,14 @@ impl AppState {
             && self.pooling().iter().all(|p| p.handle.is_alive())
     }
 
+    /// Why [`Self::is_ready`] is false (a 503).
+    pub fn not_ready_reason(&self) -> ApiError {
+        match self.check_serving() {
+            Err(e) => e,
+            Ok(()) => ApiError::Unavailable("a model is not running".into()),
+        }
+    }
+
     fn check_serving(&self) -> Result<(), ApiError> {
         if self.is_draining() {
             return Err(ApiError::Unavailable("the server is shutting down".into()));
