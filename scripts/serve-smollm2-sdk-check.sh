@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `indus serve` on SmolLM2-135M-Instruct (GGUF) answers a chat question through the official
-# `openai` Python SDK, streaming and not (scripts/openai-sdk-check.py). Used by .ci/run.
+# `openai` Python SDK, streaming and not, and — with all-MiniLM-L6-v2 served beside it —
+# client.embeddings.create (scripts/openai-sdk-check.py). Used by .ci/run.
 #
 #   INDUS_TEST_SMOLLM2_GGUF   the model (scripts/fetch-test-models.sh); unset → skip
 #   INDUS_BIN                 the indus binary (default: target/debug/indus under CARGO_TARGET_DIR)
@@ -20,7 +21,13 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import openai; assert
   "$venv/bin/pip" install --quiet --disable-pip-version-check openai==2.8.1
 fi
 log=$(mktemp)
-"$bin" serve "$INDUS_TEST_SMOLLM2_GGUF" --served-model-name smollm2 --port 0 >"$log" 2>&1 &
+# all-MiniLM-L6-v2 beside it when fetched (INDUS_TEST_MINILM_DIR): one process, chat + embeddings.
+emb_serve=() emb_check=()
+if [ -n "${INDUS_TEST_MINILM_DIR:-}" ]; then
+  emb_serve=(--embedding-model "minilm=$INDUS_TEST_MINILM_DIR")
+  emb_check=(--embedding-model minilm)
+fi
+"$bin" serve "$INDUS_TEST_SMOLLM2_GGUF" --served-model-name smollm2 "${emb_serve[@]}" --port 0 >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
 addr=
@@ -31,4 +38,4 @@ for _ in $(seq 240); do
   sleep 0.5
 done
 [ -n "$addr" ] || { echo "indus serve never became ready"; cat "$log"; exit 1; }
-"$venv/bin/python" "$repo/scripts/openai-sdk-check.py" --base-url "http://$addr/v1" --model smollm2
+"$venv/bin/python" "$repo/scripts/openai-sdk-check.py" --base-url "http://$addr/v1" --model smollm2 "${emb_check[@]}"
