@@ -92,6 +92,14 @@ const MODEL_PATHS: &[(&str, &str)] = &[
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "tests/fixtures/gguf/tiny-smollm2-tok.q8_0.gguf",
     ),
+    (
+        "/models/all-MiniLM-L6-v2",
+        "tests/fixtures/encoders/tiny-xlmr",
+    ),
+    (
+        "/models/bge-reranker-base",
+        "tests/fixtures/encoders/tiny-xlmr-reranker",
+    ),
 ];
 
 /// `(flag, as written, as run)`: runs scaled down to test size (same flags, smaller numbers).
@@ -466,12 +474,19 @@ impl Runner {
                     args[i] = to.to_string();
                 }
             }
-            if let Some((_, fixture)) = MODEL_PATHS.iter().find(|(p, _)| args[i].ends_with(p)) {
-                args[i] = fixture.to_string();
+            // `NAME=PATH` (--embedding-model) swaps the path and keeps the name.
+            let (name, path) = match args[i].split_once('=') {
+                Some((n, p)) if !args[i].starts_with('-') => (format!("{n}="), p.to_string()),
+                _ => (String::new(), args[i].clone()),
+            };
+            let mut path = path;
+            if let Some((_, fixture)) = MODEL_PATHS.iter().find(|(p, _)| path.ends_with(p)) {
+                path = fixture.to_string();
             }
-            if args[i].starts_with("tests/") {
-                args[i] = repo().join(&args[i]).display().to_string();
+            if path.starts_with("tests/") {
+                path = repo().join(&path).display().to_string();
             }
+            args[i] = format!("{name}{path}");
         }
         // The model of the commands that load one: a hub id needs the network.
         if matches!(
