@@ -175,3 +175,46 @@ fn xlmr_cross_encoder_matches_transformers() {
 fn bert_cross_encoder_matches_transformers() {
     check_reranker("tiny-bert-reranker");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_past_the_in_flight_limit_are_refused_not_queued() {
+    use indus::embed::{PoolingError, PoolingHandle, PoolingInfo, PoolingOptions, PoolingTask};
+    let (model, tok) = load("tiny-xlmr");
+    let info = PoolingInfo {
+        task: PoolingTask::Embed,
+        dimensions: model.hidden_size(),
+        max_input_tokens: model.max_input_tokens(),
+        vocab_size: tok.vocab_size(),
+        any_dimensions: false,
+        matryoshka_dimensions: Vec::new(),
+        normalized: true,
+        weight_bytes: model.weight_bytes(),
+        max_client_batch_size: 64,
+    };
+    let opts = PoolingOptions {
+        max_batch_tokens: 512,
+        max_concurrent_requests: 2,
+        tokenizer_threads: 1,
+        compute_threads: 1,
+        nice: 0,
+    };
+    let input = tok.encode("roaming charges", Length::AtMost(48)).unwrap();
+    let handle = PoolingHandle::spawn(model, tok, info, &opts).unwrap();
+    // All 20 are submitted in the first poll of join_all, before any can finish.
+    let results =
+        futures::future::join_all((0..20).map(|_| handle.run(vec![input.clone(); 8]))).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(PoolingError::Overloaded(_))))
+        .count();
+    assert_eq!((ok, refused), (2, 18));
+    assert_eq!(handle.stats().in_flight, 0, "every slot released");
+    // Identical inputs give identical rows, whatever batch they ran in.
+    let rows = results.into_iter().flatten().flatten().collect::<Vec<_>>();
+    assert!(rows.windows(2).all(|w| w[0] == w[1]));
+    assert!(
+        handle.run(vec![input]).await.is_ok(),
+        "accepts again once idle"
+    );
+}
