@@ -100,6 +100,15 @@ const MODEL_PATHS: &[(&str, &str)] = &[
         "/models/bge-reranker-base",
         "tests/fixtures/encoders/tiny-xlmr-reranker",
     ),
+    // Set by scripts/fetch-test-models.sh (skipped: network).
+    (
+        "$INDUS_TEST_SMOLLM2_GGUF",
+        "tests/fixtures/gguf/tiny-smollm2-tok.q8_0.gguf",
+    ),
+    (
+        "$INDUS_TEST_MINILM_DIR",
+        "tests/fixtures/encoders/tiny-xlmr",
+    ),
 ];
 
 /// `(flag, as written, as run)`: runs scaled down to test size (same flags, smaller numbers).
