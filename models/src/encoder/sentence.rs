@@ -138,7 +138,7 @@ fn tokenizer_max_length(dir: &Path) -> Option<usize> {
     let path = dir.join("tokenizer_config.json");
     let cfg: TokenizerConfig = read_json(&path).ok()?;
     cfg.model_max_length
-        .filter(|&n| n >= 1.0 && n < 1e9)
+        .filter(|n| (1.0..1e9).contains(n))
         .map(|n| n as usize)
 }
 
