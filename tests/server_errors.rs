@@ -284,7 +284,7 @@ async fn unknown_model_route_and_method() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 
-    let resp = reqwest::get(s.url("/v1/embeddings")).await.unwrap();
+    let resp = reqwest::get(s.url("/v1/audio/speech")).await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_error_shape(&resp.json().await.unwrap());
 
