@@ -39,10 +39,15 @@ def sentences(tokenizer, n: int, target: int = 32) -> list[str]:
     rng = random.Random(1)
     out = []
     while len(out) < n:
-        words = []
-        while len(tokenizer(" ".join(words))["input_ids"]) < target:
-            words += rng.choice(base).split()
-        out.append(" ".join(words))
+        words = rng.choice(base).split()
+        rng.shuffle(words)
+        pool = words + [w for t in rng.sample(base, 3) for w in t.split()]
+        text = ""
+        for w in pool:  # one word at a time until the target length
+            text = f"{text} {w}".strip()
+            if len(tokenizer(text)["input_ids"]) >= target:
+                break
+        out.append(text)
     return out
 
 
