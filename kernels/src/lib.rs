@@ -12,6 +12,7 @@ pub mod check;
 pub mod cuda;
 mod elem;
 pub mod fma_exp;
+pub mod gelu;
 pub mod kv_layout;
 pub mod metadata;
 pub mod norm;

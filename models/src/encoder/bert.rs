@@ -7,6 +7,7 @@ use crate::Result;
 use crate::linear::Linear;
 use crate::weights::WeightSource;
 use candle_core::{DType, Device, Tensor};
+use indus_kernels::gelu::bias_gelu_erf;
 
 struct LayerNorm {
     weight: Tensor,
@@ -37,7 +38,9 @@ struct Layer {
     qkv: Linear,
     attn_out: Linear,
     attn_norm: LayerNorm,
+    /// Without its bias: the bias is added inside the fused GELU.
     intermediate: Linear,
+    intermediate_bias: Tensor,
     output: Linear,
     output_norm: LayerNorm,
 }
@@ -68,7 +71,16 @@ impl Layer {
                 h,
                 cfg.layer_norm_eps,
             )?,
-            intermediate: dense("intermediate.dense", cfg.intermediate_size, h)?,
+            intermediate: src.linear(
+                &[format!("{prefix}.intermediate.dense.weight")],
+                &[cfg.intermediate_size],
+                h,
+                None,
+            )?,
+            intermediate_bias: src.get(
+                &format!("{prefix}.intermediate.dense.bias"),
+                &[cfg.intermediate_size],
+            )?,
             output: dense("output.dense", h, cfg.intermediate_size)?,
             output_norm: LayerNorm::load(
                 src,
@@ -106,7 +118,7 @@ impl Layer {
         let attn = self
             .attn_norm
             .forward(&(self.attn_out.forward(&ctx)? + x)?)?;
-        let inter = self.intermediate.forward(&attn)?.gelu_erf()?;
+        let inter = bias_gelu_erf(&self.intermediate.forward(&attn)?, &self.intermediate_bias)?;
         self.output_norm
             .forward(&(self.output.forward(&inter)? + attn)?)
     }
