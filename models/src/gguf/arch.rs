@@ -62,9 +62,10 @@ pub fn architecture(file: &GgufFile) -> Result<(Architecture, QkLayout, String)>
         "llama" => (Architecture::Llama, QkLayout::Interleaved),
         "mistral" => (Architecture::Mistral, QkLayout::Interleaved),
         "qwen2" => (Architecture::Qwen2, QkLayout::AsIs),
+        "qwen3" => (Architecture::Qwen3, QkLayout::AsIs),
         other => {
             return Err(ModelError::UnsupportedArchitecture(vec![format!(
-                "{} (general.architecture = {other}; GGUF supports llama, mistral, qwen2)",
+                "{} (general.architecture = {other}; GGUF supports llama, mistral, qwen2, qwen3)",
                 file.path().display()
             )]));
         }
@@ -210,6 +211,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         sliding_window,
         bos_token_id: id("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
+        gemma: None,
     })
 }
 
