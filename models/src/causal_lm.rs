@@ -68,10 +68,11 @@ impl CausalLm {
     /// block types (dense with `opts.dequantize`).
     pub fn load_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Self> {
         let config = arch::config_from_gguf(&file)?;
-        let (_, layout, _) = arch::architecture(&file)?;
+        let (architecture, layout, _) = arch::architecture(&file)?;
         let src = WeightSource::gguf(GgufWeights {
             file,
             layout,
+            layer_names: arch::layer_names(architecture),
             num_heads: config.num_heads,
             num_kv_heads: config.num_kv_heads,
             dtype: opts.dtype,

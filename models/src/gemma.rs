@@ -16,6 +16,27 @@ use candle_core::Tensor;
 use indus_kernels::{AttentionMetadata, AttentionVariant};
 use std::collections::BTreeSet;
 
+/// GGUF names of a layer's tensors (llama.cpp's gemma2/gemma3 names; its converter stores the
+/// norms as `1 + w`, see [`RmsNorm::load_gemma`]).
+pub(crate) const GGUF_LAYER_NAMES: crate::gguf::arch::LayerNames = &[
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("self_attn.q_proj.weight", "attn_q.weight"),
+    ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.v_proj.weight", "attn_v.weight"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    (
+        "post_attention_layernorm.weight",
+        "post_attention_norm.weight",
+    ),
+    ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+    ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+];
+
 pub(crate) struct DecoderLayer {
     input_norm: RmsNorm,
     attn: Attention,
