@@ -56,7 +56,9 @@ fn dequantized_gemma3_matches_transformers() {
     let cfg = model.config();
     assert_eq!(cfg.architecture, Architecture::Gemma3);
     let windows = &cfg.gemma.as_ref().unwrap().layer_windows;
-    let globals: Vec<usize> = (0..windows.len()).filter(|&i| windows[i].is_none()).collect();
+    let globals: Vec<usize> = (0..windows.len())
+        .filter(|&i| windows[i].is_none())
+        .collect();
     assert_eq!(globals, vec![5, 11, 17]);
     assert_eq!(windows[0], Some(512));
     let sample = Tensor::new(
@@ -83,7 +85,11 @@ fn dequantized_gemma3_matches_transformers() {
         let last_err = common::worst_row_relative_error(&last, &want_last);
         let argmax = common::tensor_ids(&logits.argmax(1).unwrap());
         let want_argmax = common::tensor_ids(&g[&format!("argmax_{i}")]);
-        let agree = argmax.iter().zip(&want_argmax).filter(|(a, b)| a == b).count();
+        let agree = argmax
+            .iter()
+            .zip(&want_argmax)
+            .filter(|(a, b)| a == b)
+            .count();
         println!(
             "prompt {i} ({}, {} tokens): relative logit error {err:.2e} (every position: 512 sampled ids + top-8), {last_err:.2e} (last position, all ids); argmax agrees at {agree}/{}",
             j["prompts"][i]["kind"].as_str().unwrap_or("?"),
