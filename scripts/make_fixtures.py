@@ -12,7 +12,8 @@ Options:
                           (default: ../shared/models/llama2-tokenizer next to the repo,
                           falling back to /work/shared/models/llama2-tokenizer)
     --out DIR             output root (default: tests/fixtures)
-    --only NAME           build only one fixture (tiny-llama, tiny-llama3, tiny-qwen2)
+    --only NAME           build only one fixture (tiny-llama, tiny-llama3, tiny-qwen2,
+                          tiny-qwen3)
     --check-only          do not write anything, only print the statistics
     --search-seed START   try seeds START, START+1, ... and print the first whose model
                           meets the acceptance criteria (GOLDEN_MIN_GAP etc. below);
@@ -55,6 +56,10 @@ from transformers import (
     LlamaForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,6 +84,8 @@ CHECK_PROMPTS = GOLDEN_PROMPTS + [
 ]
 
 GREEDY_NEW_TOKENS = 24
+GEMMA3_SEED = 2  # seed 1 fails the gap criteria
+QWEN3_SEED = 70  # seeds 1-69 fail the gap criteria (checked on the saved, reloaded model)
 HEAD_VOCAB = 512
 
 COMMON = dict(
@@ -151,6 +158,57 @@ FIXTURES = {
         ),
         generation_config={"bos_token_id": 1, "eos_token_id": 2},
     ),
+    # head_dim 32 with 4 heads: q is 128 wide while hidden is 64, so a loader that derives
+    # head_dim from hidden / heads fails; the q/k norms are jittered like every norm.
+    "tiny-qwen3": dict(
+        cls=Qwen3ForCausalLM,
+        config_cls=Qwen3Config,
+        seed=QWEN3_SEED,
+        config=dict(
+            COMMON,
+            num_key_value_heads=2,
+            head_dim=32,
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,
+            attention_bias=False,
+            use_sliding_window=False,
+            max_window_layers=2,
+        ),
+        generation_config={"bos_token_id": 1, "eos_token_id": 2},
+    ),
+    # Gemma 3 text-only, 6 layers so the default pattern (5 sliding : 1 global) holds one
+    # global layer; a window of 8 tokens, shorter than the test prompts, so the window
+    # changes the logits; query_pre_attn_scalar 24 != head_dim 32 so the scale is checked;
+    # linear rope scaling on the global layers only.
+    "tiny-gemma3": dict(
+        cls=Gemma3ForCausalLM,
+        config_cls=Gemma3TextConfig,
+        seed=GEMMA3_SEED,
+        # Gemma norms multiply by (1 + w): centre w at 0, make the post-attention /
+        # post-feed-forward norms large and the embedding small (it is scaled by √hidden)
+        # so the sub-layers dominate the residual stream (else tied embeddings loop
+        # greedily), and the final norm large so the tied logits are well separated.
+        scales=dict(norm_center=0.0, post_norm_center=3.0, final_norm_center=9.0, embed=0.1),
+        config=dict(
+            {k: v for k, v in COMMON.items() if k != "hidden_act"},
+            num_hidden_layers=6,
+            num_key_value_heads=2,
+            head_dim=32,
+            hidden_activation="gelu_pytorch_tanh",
+            query_pre_attn_scalar=24,
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            rope_local_base_freq=10000.0,
+            rope_scaling={"rope_type": "linear", "factor": 2.0},
+            sliding_window=8,
+            tie_word_embeddings=True,
+            attention_bias=False,
+            final_logit_softcapping=None,
+            attn_logit_softcapping=None,
+        ),
+        generation_config={"bos_token_id": 1, "eos_token_id": 2},
+    ),
 }
 
 # Standard deviations of the re-drawn weights.  Matrices are N(0, std^2) with std
@@ -170,6 +228,9 @@ SCALES = dict(
     down=8.0,
     row_lognorm=0.1,  # sigma of a log-normal per-row scale of embed / lm_head
     norm_jitter=0.1,
+    norm_center=1.0,       # norms are centre + jitter (Gemma's (1 + w) norms: centre 0)
+    post_norm_center=None,  # Gemma's post-attention / post-feed-forward norms, if set
+    final_norm_center=None,  # model.norm, if set (Gemma: sharpens the tied logits)
     bias=0.3,
 )
 
@@ -192,7 +253,14 @@ def init_weights(model: torch.nn.Module, seed: int, s: dict) -> None:
         p = params[name]
         shape = p.shape
         if name.endswith("norm.weight"):
-            val = 1.0 + s["norm_jitter"] * torch.randn(shape, generator=gen)
+            centre = s["norm_center"]
+            if s["post_norm_center"] is not None and (
+                "post_attention_layernorm" in name or "post_feedforward_layernorm" in name
+            ):
+                centre = s["post_norm_center"]
+            if s["final_norm_center"] is not None and name == "model.norm.weight":
+                centre = s["final_norm_center"]
+            val = centre + s["norm_jitter"] * torch.randn(shape, generator=gen)
         elif name.endswith(".bias"):
             val = s["bias"] * torch.randn(shape, generator=gen)
         elif "embed_tokens" in name or name == "lm_head.weight":

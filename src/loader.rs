@@ -49,6 +49,8 @@ pub struct ModelSummary {
     pub quantization: Option<String>,
     pub parameters: usize,
     pub dtype: String,
+    /// The decoder family by its Hugging Face class, e.g. `Gemma3ForCausalLM`.
+    pub architecture: &'static str,
 }
 
 pub fn parse_device(s: &str) -> Result<Device, LoadError> {
@@ -161,6 +163,7 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
         quantization: model.quantization().map(|q| format!("gguf {q}")),
         parameters: model.config().num_parameters(),
         dtype: format!("{:?}", model.dtype()).to_lowercase(),
+        architecture: model.config().architecture.hf_class(),
     };
     tracing::info!(
         model = %name,

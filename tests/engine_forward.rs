@@ -11,13 +11,21 @@ use indus_models::rope::inverse_frequencies;
 use indus_models::{CausalLm, ModelConfig, StepInput};
 use std::collections::HashMap;
 
-/// A deliberately simple Llama forward: one sequence, contiguous K/V, full causal softmax.
+/// A deliberately simple forward of the Llama family (with Qwen3's q/k norms when the weights
+/// have them) and of Gemma 2/3 (post norms, GeGLU, windows, soft-caps, local rope): one
+/// sequence, contiguous K/V, a masked softmax.
 fn reference_logits(
     weights: &HashMap<String, Tensor>,
     cfg: &ModelConfig,
     tokens: &[u32],
 ) -> Tensor {
     let w = |n: &str| weights[n].to_dtype(DType::F32).unwrap();
+    let gemma = cfg.gemma.as_ref();
+    // Gemma's norms multiply by (1 + w).
+    let norm_w = |n: &str| match gemma {
+        Some(_) => (w(n) + 1.0).unwrap(),
+        None => w(n),
+    };
     let t = tokens.len();
     let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let eps = cfg.rms_norm_eps;
@@ -37,16 +45,27 @@ fn reference_logits(
             None => y,
         }
     };
-    let inv = inverse_frequencies(cfg);
-    let angles: Vec<f32> = (0..t)
-        .flat_map(|p| inv.iter().map(move |f| p as f32 * f))
-        .collect();
-    let angles = Tensor::from_vec(angles, (t, hd / 2), &Device::Cpu).unwrap();
-    let (cos, sin) = (
-        Tensor::cat(&[&angles.cos().unwrap(), &angles.cos().unwrap()], 1).unwrap(),
-        Tensor::cat(&[&angles.sin().unwrap(), &angles.sin().unwrap()], 1).unwrap(),
-    );
-    let rope = |x: &Tensor| -> Tensor {
+    let tables = |cfg: &ModelConfig| {
+        let inv = inverse_frequencies(cfg);
+        let angles: Vec<f32> = (0..t)
+            .flat_map(|p| inv.iter().map(move |f| p as f32 * f))
+            .collect();
+        let angles = Tensor::from_vec(angles, (t, hd / 2), &Device::Cpu).unwrap();
+        (
+            Tensor::cat(&[&angles.cos().unwrap(), &angles.cos().unwrap()], 1).unwrap(),
+            Tensor::cat(&[&angles.sin().unwrap(), &angles.sin().unwrap()], 1).unwrap(),
+        )
+    };
+    let global = tables(cfg);
+    // Gemma 3's sliding layers: their own base, no scaling.
+    let local = gemma.and_then(|g| g.rope_local_theta).map(|theta| {
+        tables(&ModelConfig {
+            rope_theta: theta,
+            rope_scaling: None,
+            ..cfg.clone()
+        })
+    });
+    let rope = |x: &Tensor, (cos, sin): &(Tensor, Tensor)| -> Tensor {
         // x: [t, heads, hd]; rotate_half
         let x1 = x.narrow(2, 0, hd / 2).unwrap();
         let x2 = x.narrow(2, hd / 2, hd / 2).unwrap();
@@ -59,22 +78,58 @@ fn reference_logits(
     let mut x = w("model.embed_tokens.weight")
         .index_select(&ids, 0)
         .unwrap();
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+    if gemma.is_some() {
+        x = (x * (cfg.hidden_size as f64).sqrt()).unwrap();
+    }
+    // Causal, and within the layer's window: key j visible to query i when i - w < j <= i.
+    let mask = |window: Option<usize>| {
+        let mask: Vec<f32> = (0..t)
+            .flat_map(|i| {
+                (0..t).map(move |j| {
+                    let inside = j <= i && window.is_none_or(|w| i - j < w);
+                    if inside { 0.0 } else { f32::NEG_INFINITY }
+                })
+            })
+            .collect();
+        Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap()
+    };
+    let scale = match gemma {
+        Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
+        None => 1.0 / (hd as f64).sqrt(),
+    };
     for l in 0..cfg.num_layers {
         let p = format!("model.layers.{l}");
-        let h = rms(&x, &w(&format!("{p}.input_layernorm.weight")));
+        let window = gemma.and_then(|g| g.layer_windows[l]);
+        let mask = mask(window);
+        let rot = match (&local, window) {
+            (Some(local), Some(_)) => local,
+            _ => &global,
+        };
+        let h = rms(&x, &norm_w(&format!("{p}.input_layernorm.weight")));
+        // Qwen3: per-head RMSNorm of q and k before rotary.
+        let head_norm = |x: Tensor, name: &str| -> Tensor {
+            match weights.get(&format!("{p}.self_attn.{name}.weight")) {
+                Some(_) => rms(&x, &norm_w(&format!("{p}.self_attn.{name}.weight"))),
+                None => x,
+            }
+        };
         let q = rope(
-            &lin(&h, &format!("{p}.self_attn.q_proj"))
-                .reshape((t, nh, hd))
-                .unwrap(),
+            &head_norm(
+                lin(&h, &format!("{p}.self_attn.q_proj"))
+                    .reshape((t, nh, hd))
+                    .unwrap(),
+                "q_norm",
+            ),
+            rot,
         );
         let k = rope(
-            &lin(&h, &format!("{p}.self_attn.k_proj"))
-                .reshape((t, nkv, hd))
-                .unwrap(),
+            &head_norm(
+                lin(&h, &format!("{p}.self_attn.k_proj"))
+                    .reshape((t, nkv, hd))
+                    .unwrap(),
+                "k_norm",
+            ),
+            rot,
         );
         let v = lin(&h, &format!("{p}.self_attn.v_proj"))
             .reshape((t, nkv, hd))
@@ -85,25 +140,47 @@ fn reference_logits(
             let qh = q.i((.., head, ..)).unwrap().contiguous().unwrap();
             let kh = k.i((.., kv, ..)).unwrap().contiguous().unwrap();
             let vh = v.i((.., kv, ..)).unwrap().contiguous().unwrap();
-            let scores = (qh.matmul(&kh.t().unwrap()).unwrap() / (hd as f64).sqrt()).unwrap();
+            let scores = (qh.matmul(&kh.t().unwrap()).unwrap() * scale).unwrap();
+            let scores = match gemma.and_then(|g| g.attn_logit_softcapping) {
+                Some(c) => ((scores / c).unwrap().tanh().unwrap() * c).unwrap(),
+                None => scores,
+            };
             let probs = candle_nn::ops::softmax_last_dim(&(scores + &mask).unwrap()).unwrap();
             heads.push(probs.matmul(&vh).unwrap());
         }
         let attn = Tensor::cat(&heads, 1).unwrap();
-        x = (x + lin(&attn, &format!("{p}.self_attn.o_proj"))).unwrap();
-        let h = rms(&x, &w(&format!("{p}.post_attention_layernorm.weight")));
-        let gate = lin(&h, &format!("{p}.mlp.gate_proj"));
-        let up = lin(&h, &format!("{p}.mlp.up_proj"));
-        let act = (candle_nn::ops::silu(&gate).unwrap() * up).unwrap();
-        x = (x + lin(&act, &format!("{p}.mlp.down_proj"))).unwrap();
+        let attn = lin(&attn, &format!("{p}.self_attn.o_proj"));
+        let mlp = |h: &Tensor| {
+            let gate = lin(h, &format!("{p}.mlp.gate_proj"));
+            let up = lin(h, &format!("{p}.mlp.up_proj"));
+            let act = match gemma {
+                Some(_) => gate.gelu().unwrap(),
+                None => candle_nn::ops::silu(&gate).unwrap(),
+            };
+            lin(&(act * up).unwrap(), &format!("{p}.mlp.down_proj"))
+        };
+        if gemma.is_some() {
+            let post = |n: &str, y: &Tensor| rms(y, &norm_w(&format!("{p}.{n}.weight")));
+            x = (x + post("post_attention_layernorm", &attn)).unwrap();
+            let h = post("pre_feedforward_layernorm", &x);
+            x = (&x + post("post_feedforward_layernorm", &mlp(&h))).unwrap();
+        } else {
+            x = (x + attn).unwrap();
+            let h = rms(&x, &w(&format!("{p}.post_attention_layernorm.weight")));
+            x = (&x + mlp(&h)).unwrap();
+        }
     }
-    let x = rms(&x, &w("model.norm.weight"));
+    let x = rms(&x, &norm_w("model.norm.weight"));
     let head = if weights.contains_key("lm_head.weight") {
         w("lm_head.weight")
     } else {
         w("model.embed_tokens.weight")
     };
-    x.matmul(&head.t().unwrap()).unwrap()
+    let logits = x.matmul(&head.t().unwrap()).unwrap();
+    match gemma.and_then(|g| g.final_logit_softcapping) {
+        Some(c) => ((logits / c).unwrap().tanh().unwrap() * c).unwrap(),
+        None => logits,
+    }
 }
 
 /// One step of a hand-built batch: `(seq, start, len)` chunks over the sequences' tokens.
@@ -263,6 +340,7 @@ fn logits_match_transformers_golden() {
             );
             let last = logits.get(t - 1).unwrap();
             let d = max_abs_diff(&last, &golden[&format!("last_logits_{i}")]);
+            eprintln!("{name} prompt {i} ({t} tokens): last-position max |diff| {d:.2e}");
             assert!(
                 d < 1e-3,
                 "{name} prompt {i}: last-position logits differ by {d}"
@@ -308,4 +386,35 @@ fn greedy_generation_matches_transformers() {
             assert_eq!(got, want, "{name} prompt {i}");
         }
     }
+}
+
+/// The Gemma 3 fixture's 8-token window is shorter than its golden prompts: the same weights
+/// with every layer global must miss the golden logits, so the golden test checks the window.
+#[test]
+fn gemma3_fixture_windows_change_the_logits() {
+    let dir = fixture_dir("tiny-gemma3");
+    let mut cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let g = cfg.gemma.as_mut().unwrap();
+    assert!(g.layer_windows.iter().filter(|w| w.is_some()).count() == 5);
+    g.layer_windows.iter_mut().for_each(|w| *w = None);
+    let model = CausalLm::load_with_config(
+        cfg,
+        &[dir.join("model.safetensors")],
+        &indus_models::LoadOptions::default(),
+    )
+    .unwrap();
+    let golden =
+        candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    let ids: Vec<u32> = golden["input_ids_1"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let t = ids.len();
+    assert!(t > 8);
+    let cache = model.new_kv_cache(t.div_ceil(16), 16).unwrap();
+    let table = vec![(0..t.div_ceil(16) as u32).collect::<Vec<_>>()];
+    let logits = paged_step(&model, &cache, &[ids], &table, &[(0, 0, t)], 16);
+    let d = max_abs_diff(&logits.get(t - 1).unwrap(), &golden["last_logits_1"]);
+    assert!(d > 0.1, "without windows the logits still match (diff {d})");
 }

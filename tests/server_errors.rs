@@ -283,6 +283,8 @@ async fn unknown_model_route_and_method() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let card: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(card["architecture"], "LlamaForCausalLM", "{card}");
 
     let resp = reqwest::get(s.url("/v1/audio/speech")).await.unwrap();
     assert_eq!(resp.status(), 404);

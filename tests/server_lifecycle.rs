@@ -247,6 +247,7 @@ async fn not_ready_while_the_model_loads() {
             pooling: Vec::new(),
             name: summary.name,
             quantization: summary.quantization,
+            architecture: Some(summary.architecture.to_string()),
         })
     }));
 

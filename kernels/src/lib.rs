@@ -27,6 +27,9 @@ pub use cache_write::{write_kv_cache, write_step_kv_cache};
 pub use kv_layout::KvCacheShape;
 pub use metadata::AttentionMetadata;
 pub use norm::{fused_add_rms_norm, rms_norm};
-pub use paged_attention::{PagedAttentionOptions, paged_attention, paged_attention_with};
+pub use paged_attention::{
+    AttentionVariant, PagedAttentionOptions, paged_attention, paged_attention_variant,
+    paged_attention_with,
+};
 pub use rotary::apply_rotary;
 pub use sampling::SamplingRow;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub(crate) struct PagedAttention {
     pub(crate) scale: f32,
+    pub(crate) variant: AttentionVariant,
     pub(crate) meta: Arc<HostAttentionMetadata>,
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) device: Option<DeviceAttentionMetadata>,
@@ -39,6 +40,17 @@ pub struct PagedAttentionOptions {
     pub decode_split: DecodeSplit,
     /// Run every query token through the decode/general kernel, never the tensor-core prefill kernel.
     pub general_kernel_only: bool,
+}
+
+/// What a layer's attention computes beyond causal softmax attention: a sliding window
+/// (Mistral, Gemma 2/3 local layers) and a tanh soft-cap of the scores (Gemma 2). Exact:
+/// keys outside the window are skipped, their blocks stay allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttentionVariant {
+    /// A query at position `p` sees keys at positions `(p - window, p]`; `None`: all of `0..=p`.
+    pub window: Option<usize>,
+    /// Scores become `cap * tanh(score / cap)` (after the scale), before the softmax.
+    pub softcap: Option<f32>,
 }
 
 /// Tokens per split-K partition of the decode kernel.
@@ -172,6 +184,28 @@ pub fn paged_attention(
     )
 }
 
+/// [`paged_attention`] with a sliding window and/or a score soft-cap. On CUDA only the
+/// plain variant has kernels so far: any other is an error there, never a silent full
+/// attention.
+pub fn paged_attention_variant(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &AttentionMetadata,
+    scale: f32,
+    variant: AttentionVariant,
+) -> Result<Tensor> {
+    run_paged_attention(
+        q,
+        k_cache,
+        v_cache,
+        meta,
+        scale,
+        variant,
+        PagedAttentionOptions::default(),
+    )
+}
+
 /// [`paged_attention`] with explicit CUDA kernel choices (tests, benchmarks).
 pub fn paged_attention_with(
     q: &Tensor,
@@ -181,6 +215,29 @@ pub fn paged_attention_with(
     scale: f32,
     options: PagedAttentionOptions,
 ) -> Result<Tensor> {
+    run_paged_attention(
+        q,
+        k_cache,
+        v_cache,
+        meta,
+        scale,
+        AttentionVariant::default(),
+        options,
+    )
+}
+
+fn run_paged_attention(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &AttentionMetadata,
+    scale: f32,
+    variant: AttentionVariant,
+    options: PagedAttentionOptions,
+) -> Result<Tensor> {
+    if variant.window == Some(0) {
+        candle_core::bail!("paged_attention: a sliding window of 0 tokens sees nothing");
+    }
     let mut q = q.contiguous()?;
     if q.device().is_cuda() && !q.layout().start_offset().is_multiple_of(8) {
         // The CUDA kernels read q with 16-byte loads.
@@ -194,6 +251,7 @@ pub fn paged_attention_with(
     meta.validate_for(&shape)?;
     let op = PagedAttention {
         scale,
+        variant,
         meta: meta.host.clone(),
         device: meta.device.clone(),
         options,
@@ -239,12 +297,17 @@ impl PagedAttention {
             for j in 0..q_len {
                 let t = q_start + j;
                 let visible = ctx - q_len + j + 1;
+                // Keys at positions first..visible: the window's (p - window, p].
+                let first = match self.variant.window {
+                    Some(w) => visible.saturating_sub(w),
+                    None => 0,
+                };
                 for h in 0..num_heads {
                     let kv_h = h / group;
                     let q_row = &q[(t * num_heads + h) * hs..][..hs];
                     scores.clear();
                     let mut max = f32::NEG_INFINITY;
-                    for pos in 0..visible {
+                    for pos in first..visible {
                         let base = shape.offset(table[pos / bs] as usize, kv_h, pos % bs);
                         let k_row = &k[base..base + hs];
                         let dot: f32 = q_row
@@ -252,7 +315,10 @@ impl PagedAttention {
                             .zip(k_row)
                             .map(|(a, b)| a.to_f32() * b.to_f32())
                             .sum();
-                        let score = dot * self.scale;
+                        let score = match self.variant.softcap {
+                            Some(cap) => cap * (dot * self.scale / cap).tanh(),
+                            None => dot * self.scale,
+                        };
                         max = max.max(score);
                         scores.push(score);
                     }
@@ -262,7 +328,7 @@ impl PagedAttention {
                         denom += *sc;
                     }
                     acc.iter_mut().for_each(|a| *a = 0.0);
-                    for (pos, w) in scores.iter().enumerate() {
+                    for (pos, w) in (first..visible).zip(&scores) {
                         let base = shape.offset(table[pos / bs] as usize, kv_h, pos % bs);
                         for (a, vv) in acc.iter_mut().zip(&v[base..base + hs]) {
                             *a += w * vv.to_f32();
@@ -341,6 +407,12 @@ impl CustomOp3 for PagedAttention {
         v: &candle_core::CudaStorage,
         v_l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
+        if self.variant != AttentionVariant::default() {
+            candle_core::bail!(
+                "paged_attention: {:?} has no CUDA kernel yet (the CPU reference has it)",
+                self.variant
+            );
+        }
         crate::cuda::attention::forward(self, q, q_l, k, k_l, v, v_l)
     }
 }

@@ -4,13 +4,58 @@ use crate::{ModelError, Result};
 use serde::Deserialize;
 use std::path::Path;
 
-/// Checkpoint families served by [`crate::CausalLm`]. They share one decoder; they differ in
-/// qkv bias, tied embeddings and rope defaults, all of which the config states.
+/// Checkpoint families served by [`crate::CausalLm`]. The Llama family shares one decoder
+/// layer ([`crate::llama`]); its members differ in qkv bias, per-head q/k norm (Qwen3), tied
+/// embeddings and rope defaults, all of which the config or the family states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     Llama,
     Mistral,
     Qwen2,
+    Qwen3,
+    Gemma2,
+    Gemma3,
+}
+
+impl Architecture {
+    /// Every architecture served, by its Hugging Face class name (for `/v1/models` and docs).
+    pub const ALL: [Architecture; 6] = [
+        Architecture::Llama,
+        Architecture::Mistral,
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::Gemma2,
+        Architecture::Gemma3,
+    ];
+
+    /// The Hugging Face `architectures` entry of this family.
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Architecture::Llama => "LlamaForCausalLM",
+            Architecture::Mistral => "MistralForCausalLM",
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
+            Architecture::Gemma2 => "Gemma2ForCausalLM",
+            Architecture::Gemma3 => "Gemma3ForCausalLM",
+        }
+    }
+
+    /// The `model_type` of config.json (and `general.architecture` of GGUF files).
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Mistral => "mistral",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma2 => "gemma2",
+            Architecture::Gemma3 => "gemma3_text",
+        }
+    }
+
+    /// Gemma 2/3: the [`crate::gemma`] decoder layer instead of [`crate::llama`]'s.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Architecture::Gemma2 | Architecture::Gemma3)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -60,6 +105,23 @@ struct RawConfig {
     use_sliding_window: Option<bool>,
     #[serde(default)]
     hidden_act: Option<String>,
+    /// Gemma's name for `hidden_act`.
+    #[serde(default)]
+    hidden_activation: Option<String>,
+    #[serde(default)]
+    query_pre_attn_scalar: Option<f64>,
+    #[serde(default)]
+    attn_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    final_logit_softcapping: Option<f64>,
+    /// Per layer `sliding_attention` or `full_attention` (transformers ≥ 4.53 writes it).
+    #[serde(default)]
+    layer_types: Option<Vec<String>>,
+    /// Gemma 3's older spelling of the interleave: every `n`-th layer is global.
+    #[serde(default)]
+    sliding_window_pattern: Option<usize>,
+    #[serde(default)]
+    rope_local_base_freq: Option<f64>,
     #[serde(default)]
     bos_token_id: Option<serde_json::Value>,
     #[serde(default)]
@@ -102,6 +164,60 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Gemma 2/3's options; `None` for every other family.
+    pub gemma: Option<GemmaOptions>,
+}
+
+/// What Gemma 2 and 3 add to the Llama family's hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmaOptions {
+    /// Attention scores are scaled by `query_pre_attn_scalar^-1/2`, not `head_dim^-1/2`.
+    pub query_pre_attn_scalar: f64,
+    /// Gemma 2: scores become `cap * tanh(score / cap)`.
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma 2: logits become `cap * tanh(logit / cap)`.
+    pub final_logit_softcapping: Option<f64>,
+    /// Per layer: `Some(window)` for a sliding-window layer, `None` for a global one. Exact
+    /// attention over the window; the engine keeps every block (no context cap).
+    pub layer_windows: Vec<Option<usize>>,
+    /// Gemma 3: the rope base of the sliding layers (no scaling there); the global layers
+    /// use `rope_theta` and `rope_scaling`. `None`: one rope for all layers (Gemma 2).
+    pub rope_local_theta: Option<f64>,
+}
+
+/// Sliding (`true`) or global per layer from Gemma's `layer_types`, else from its pattern:
+/// Gemma 2 alternates starting with a sliding layer; Gemma 3 has `pattern - 1` sliding
+/// layers, then a global one.
+pub(crate) fn gemma_sliding_layers(
+    architecture: Architecture,
+    num_layers: usize,
+    layer_types: Option<&[String]>,
+    pattern: Option<usize>,
+) -> std::result::Result<Vec<bool>, String> {
+    if let Some(types) = layer_types {
+        if types.len() != num_layers {
+            return Err(format!(
+                "layer_types has {} entries for {num_layers} layers",
+                types.len()
+            ));
+        }
+        return types
+            .iter()
+            .map(|t| match t.as_str() {
+                "sliding_attention" => Ok(true),
+                "full_attention" => Ok(false),
+                other => Err(format!("layer type `{other}` is not supported")),
+            })
+            .collect();
+    }
+    let pattern = match architecture {
+        Architecture::Gemma2 => 2,
+        _ => pattern.unwrap_or(6),
+    };
+    if pattern == 0 {
+        return Err("sliding_window_pattern must be at least 1".into());
+    }
+    Ok((0..num_layers).map(|i| (i + 1) % pattern != 0).collect())
 }
 
 /// Token ids in configs come as a number or a list of numbers.
@@ -161,11 +277,21 @@ impl ModelConfig {
                 "head_dim {head_dim} must be even for rotary embeddings"
             )));
         }
-        if let Some(act) = raw.hidden_act.as_deref()
-            && act != "silu"
+        // Gemma's GeGLU uses the tanh approximation of GELU; the Llama family SiLU.
+        let want_act = if architecture.is_gemma() {
+            "gelu_pytorch_tanh"
+        } else {
+            "silu"
+        };
+        if let Some(act) = raw
+            .hidden_activation
+            .as_deref()
+            .or(raw.hidden_act.as_deref())
+            && act != want_act
         {
             return Err(invalid(format!(
-                "hidden_act `{act}` is not supported (only silu)"
+                "hidden activation `{act}` is not supported for {} (only {want_act})",
+                architecture.hf_class()
             )));
         }
         if let Some(scaling) = &raw.rope_scaling
@@ -176,8 +302,34 @@ impl ModelConfig {
                 scaling.rope_type
             )));
         }
+        let gemma = if architecture.is_gemma() {
+            let sliding = gemma_sliding_layers(
+                architecture,
+                raw.num_hidden_layers,
+                raw.layer_types.as_deref(),
+                raw.sliding_window_pattern,
+            )
+            .map_err(invalid)?;
+            let window = raw.sliding_window.unwrap_or(4096);
+            Some(GemmaOptions {
+                query_pre_attn_scalar: raw.query_pre_attn_scalar.unwrap_or(head_dim as f64),
+                attn_logit_softcapping: raw.attn_logit_softcapping,
+                final_logit_softcapping: raw.final_logit_softcapping,
+                layer_windows: sliding.iter().map(|&s| s.then_some(window)).collect(),
+                rope_local_theta: match architecture {
+                    Architecture::Gemma3 => Some(raw.rope_local_base_freq.unwrap_or(10_000.0)),
+                    _ => None,
+                },
+            })
+        } else {
+            None
+        };
         let sliding_window = match architecture {
-            Architecture::Qwen2 if raw.use_sliding_window != Some(true) => None,
+            Architecture::Qwen2 | Architecture::Qwen3 if raw.use_sliding_window != Some(true) => {
+                None
+            }
+            // Gemma's windows are per layer and exact (`gemma`): no context cap.
+            Architecture::Gemma2 | Architecture::Gemma3 => None,
             _ => raw.sliding_window,
         };
         Ok(Self {
@@ -194,9 +346,10 @@ impl ModelConfig {
             rope_scaling: raw.rope_scaling.clone(),
             rope_freq_factors: None,
             max_position_embeddings: raw.max_position_embeddings,
-            tie_word_embeddings: raw
-                .tie_word_embeddings
-                .unwrap_or(architecture == Architecture::Qwen2),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(matches!(
+                architecture,
+                Architecture::Qwen2 | Architecture::Gemma2 | Architecture::Gemma3
+            )),
             qkv_bias: raw
                 .attention_bias
                 .unwrap_or(architecture == Architecture::Qwen2),
@@ -205,6 +358,7 @@ impl ModelConfig {
                 .first()
                 .copied(),
             eos_token_ids: token_ids_from_json(raw.eos_token_id.as_ref()),
+            gemma,
         })
     }
 
@@ -235,18 +389,13 @@ impl ModelConfig {
 
 fn detect_architecture(raw: &RawConfig) -> Result<Architecture> {
     let names: Vec<&str> = raw.architectures.iter().map(String::as_str).collect();
-    let by_name = names.iter().find_map(|a| match *a {
-        "LlamaForCausalLM" => Some(Architecture::Llama),
-        "MistralForCausalLM" => Some(Architecture::Mistral),
-        "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
-        _ => None,
-    });
-    let by_type = match raw.model_type.as_deref() {
-        Some("llama") => Some(Architecture::Llama),
-        Some("mistral") => Some(Architecture::Mistral),
-        Some("qwen2") => Some(Architecture::Qwen2),
-        _ => None,
-    };
+    let by_name = names
+        .iter()
+        .find_map(|a| Architecture::ALL.into_iter().find(|x| x.hf_class() == *a));
+    let by_type = raw
+        .model_type
+        .as_deref()
+        .and_then(|t| Architecture::ALL.into_iter().find(|x| x.model_type() == t));
     by_name
         .or(if names.is_empty() { by_type } else { None })
         .ok_or_else(|| {
@@ -307,6 +456,41 @@ mod tests {
         assert!(c.qkv_bias && c.tie_word_embeddings);
         assert_eq!(c.head_dim, 64);
         assert_eq!(c.sliding_window, None);
+    }
+
+    #[test]
+    fn qwen3_takes_head_dim_from_the_config_and_has_no_bias() {
+        let text = r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":1024,
+          "intermediate_size":3072,"num_hidden_layers":28,"num_attention_heads":16,
+          "num_key_value_heads":8,"head_dim":128,"vocab_size":151936,"rope_theta":1000000.0,
+          "max_position_embeddings":40960,"sliding_window":null,"use_sliding_window":false,
+          "attention_bias":false,"tie_word_embeddings":true}"#;
+        let c = ModelConfig::from_json(text).unwrap();
+        assert_eq!(c.architecture, Architecture::Qwen3);
+        assert_eq!(c.head_dim, 128);
+        assert!(!c.qkv_bias && c.tie_word_embeddings);
+        assert_eq!(c.max_context(), 40960);
+    }
+
+    #[test]
+    fn gemma3_interleaves_five_sliding_layers_with_one_global() {
+        let text = r#"{"architectures":["Gemma3ForCausalLM"],"model_type":"gemma3_text",
+          "hidden_size":640,"intermediate_size":2048,"num_hidden_layers":18,
+          "num_attention_heads":4,"num_key_value_heads":1,"head_dim":256,"vocab_size":262144,
+          "rope_theta":1000000.0,"rope_local_base_freq":10000.0,"sliding_window":512,
+          "query_pre_attn_scalar":256,"hidden_activation":"gelu_pytorch_tanh",
+          "max_position_embeddings":32768}"#;
+        let c = ModelConfig::from_json(text).unwrap();
+        assert_eq!(c.architecture, Architecture::Gemma3);
+        assert!(c.tie_word_embeddings && c.sliding_window.is_none());
+        assert_eq!(c.max_context(), 32768);
+        let g = c.gemma.unwrap();
+        let globals: Vec<usize> = (0..18).filter(|&i| g.layer_windows[i].is_none()).collect();
+        assert_eq!(globals, vec![5, 11, 17]);
+        assert_eq!(g.layer_windows[0], Some(512));
+        assert_eq!(g.rope_local_theta, Some(10_000.0));
+        let silu = text.replace("gelu_pytorch_tanh", "silu");
+        assert!(ModelConfig::from_json(&silu).is_err());
     }
 
     #[test]

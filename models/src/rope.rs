@@ -6,6 +6,13 @@ use crate::Result;
 use crate::config::ModelConfig;
 use candle_core::{Device, Tensor};
 
+/// One step's rotary rows (cos, sin) per token: of the global rope, and of the local one
+/// where an architecture has two (Gemma 3's sliding layers).
+pub struct RopeRows {
+    pub global: (Tensor, Tensor),
+    pub local: Option<(Tensor, Tensor)>,
+}
+
 pub struct RotaryTables {
     /// `[max_positions, head_dim / 2]`, f32.
     pub cos: Tensor,

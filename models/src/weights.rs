@@ -180,6 +180,12 @@ impl WeightSource {
         }
     }
 
+    /// Whether the weights come from a GGUF file (whose converter may have rewritten some
+    /// tensors, e.g. Gemma's norms as `1 + w`).
+    pub(crate) fn is_gguf(&self) -> bool {
+        matches!(self, Self::Gguf(_))
+    }
+
     /// Whether a checkpoint has `name` (dummy weights have everything).
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self {

@@ -135,6 +135,8 @@ pub struct LoadedModel {
     pub name: String,
     /// Block types the weights keep (`gguf Q4_1+Q8_0`), shown in /v1/models.
     pub quantization: Option<String>,
+    /// The chat model's architecture (`Gemma3ForCausalLM`), shown in /v1/models.
+    pub architecture: Option<String>,
 }
 
 /// A bound server whose model may not be loaded yet.
@@ -284,6 +286,7 @@ impl Server {
             names: main_names.clone(),
             root: loaded.name,
             quantization: loaded.quantization,
+            architecture: loaded.architecture,
             created,
         });
         let engine = chat.as_ref().map(|c| c.engine.clone());
@@ -362,11 +365,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// The chat model (unless MODEL is an encoder checkpoint) and every --embedding-model.
 pub fn load_models(args: &ServeArgs) -> anyhow::Result<LoadedModel> {
     let main_is_encoder = crate::embed::is_encoder_model(&args.model);
-    let (engine, name, quantization) = if main_is_encoder {
-        (None, String::new(), None)
+    let (engine, name, quantization, architecture) = if main_is_encoder {
+        (None, String::new(), None, None)
     } else {
         let (engine, summary) = crate::loader::start_engine(&args.model, &args.cache, &args.sched)?;
-        (Some(engine), summary.name, summary.quantization)
+        (
+            Some(engine),
+            summary.name,
+            summary.quantization,
+            Some(summary.architecture.to_string()),
+        )
     };
     // Encoders share the CPU cores with chat decoding: a lower priority keeps an
     // embedding flood from slowing every chat token.
@@ -410,5 +418,6 @@ pub fn load_models(args: &ServeArgs) -> anyhow::Result<LoadedModel> {
         pooling,
         name,
         quantization,
+        architecture,
     })
 }

@@ -18,6 +18,8 @@ pub struct Loaded {
     pub root: String,
     /// Block types of quantized weights (`gguf Q4_1+Q8_0`); `None` when dense.
     pub quantization: Option<String>,
+    /// The decoder family (`Gemma3ForCausalLM`), shown in /v1/models.
+    pub architecture: Option<String>,
     /// Unix seconds when the model became ready (`created` of /v1/models).
     pub created: u64,
 }

@@ -9,7 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const FIXTURES: [&str; 3] = ["tiny-llama", "tiny-llama3", "tiny-qwen2"];
+pub const FIXTURES: [&str; 5] = [
+    "tiny-llama",
+    "tiny-llama3",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-gemma3",
+];
 
 pub fn fixture_dir(name: &str) -> PathBuf {
     indus::loader::repo_fixture(name)

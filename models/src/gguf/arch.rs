@@ -1,27 +1,10 @@
 //! What a GGUF file's metadata says about the model: the config our decoder is built from, and
-//! the one table from our (Hugging Face) tensor names to GGUF's.
+//! the mapping from our (Hugging Face) tensor names to GGUF's: whole-model names here, each
+//! architecture's per-layer table beside its layer ([`crate::llama`], [`crate::gemma`]).
 
 use super::reader::{GgufError, GgufFile};
-use crate::config::{Architecture, ModelConfig, RopeScaling};
+use crate::config::{Architecture, GemmaOptions, ModelConfig, RopeScaling};
 use crate::{ModelError, Result};
-
-/// Per-layer names: (our suffix after `model.layers.N.`, GGUF suffix after `blk.N.`).
-const LAYER_NAMES: &[(&str, &str)] = &[
-    ("input_layernorm.weight", "attn_norm.weight"),
-    ("self_attn.q_proj.weight", "attn_q.weight"),
-    ("self_attn.k_proj.weight", "attn_k.weight"),
-    ("self_attn.v_proj.weight", "attn_v.weight"),
-    ("self_attn.q_proj.bias", "attn_q.bias"),
-    ("self_attn.k_proj.bias", "attn_k.bias"),
-    ("self_attn.v_proj.bias", "attn_v.bias"),
-    ("self_attn.o_proj.weight", "attn_output.weight"),
-    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
-    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ("post_attention_layernorm.weight", "ffn_norm.weight"),
-    ("mlp.gate_proj.weight", "ffn_gate.weight"),
-    ("mlp.up_proj.weight", "ffn_up.weight"),
-    ("mlp.down_proj.weight", "ffn_down.weight"),
-];
 
 /// Whole-model names.
 const MODEL_NAMES: &[(&str, &str)] = &[
@@ -30,15 +13,27 @@ const MODEL_NAMES: &[(&str, &str)] = &[
     ("lm_head.weight", "output.weight"),
 ];
 
-/// The GGUF name of one of our tensor names.
-pub fn gguf_name(ours: &str) -> Option<String> {
+/// Per-layer names: (our suffix after `model.layers.N.`, GGUF suffix after `blk.N.`).
+pub type LayerNames = &'static [(&'static str, &'static str)];
+
+/// The per-layer name table of an architecture's GGUF files.
+pub fn layer_names(architecture: Architecture) -> LayerNames {
+    if architecture.is_gemma() {
+        crate::gemma::GGUF_LAYER_NAMES
+    } else {
+        crate::llama::GGUF_LAYER_NAMES
+    }
+}
+
+/// The GGUF name of one of our tensor names, per-layer names through `layers`.
+pub fn gguf_name(layers: LayerNames, ours: &str) -> Option<String> {
     if let Some((_, g)) = MODEL_NAMES.iter().find(|(o, _)| *o == ours) {
         return Some((*g).to_string());
     }
     let rest = ours.strip_prefix("model.layers.")?;
     let (layer, suffix) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let (_, g) = LAYER_NAMES.iter().find(|(o, _)| *o == suffix)?;
+    let (_, g) = layers.iter().find(|(o, _)| *o == suffix)?;
     Some(format!("blk.{layer}.{g}"))
 }
 
@@ -62,9 +57,11 @@ pub fn architecture(file: &GgufFile) -> Result<(Architecture, QkLayout, String)>
         "llama" => (Architecture::Llama, QkLayout::Interleaved),
         "mistral" => (Architecture::Mistral, QkLayout::Interleaved),
         "qwen2" => (Architecture::Qwen2, QkLayout::AsIs),
+        "qwen3" => (Architecture::Qwen3, QkLayout::AsIs),
+        "gemma3" => (Architecture::Gemma3, QkLayout::AsIs),
         other => {
             return Err(ModelError::UnsupportedArchitecture(vec![format!(
-                "{} (general.architecture = {other}; GGUF supports llama, mistral, qwen2)",
+                "{} (general.architecture = {other}; GGUF supports llama, mistral, qwen2, qwen3, gemma3)",
                 file.path().display()
             )]));
         }
@@ -210,6 +207,46 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         sliding_window,
         bos_token_id: id("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
+        gemma: match architecture {
+            Architecture::Gemma3 => Some(gemma3_options(file, &key, num_layers, head_dim)?),
+            _ => None,
+        },
+    })
+}
+
+/// Gemma 3's options as llama.cpp reads them: `attention.sliding_window`, the fixed pattern
+/// of 5 sliding layers to 1 global, local rope base 10000, scores scaled by
+/// `head_dim^-1/2` (what `query_pre_attn_scalar` is for every size but 27B, whose files
+/// carry no such key either), no soft-caps.
+fn gemma3_options(
+    file: &GgufFile,
+    key: &dyn Fn(&str) -> String,
+    num_layers: usize,
+    head_dim: usize,
+) -> Result<GemmaOptions> {
+    let window = file
+        .opt_usize(&key("attention.sliding_window"))
+        .map_err(gguf_err)?
+        .ok_or_else(|| {
+            gguf_err(GgufError::MissingKey {
+                path: file.path().to_path_buf(),
+                key: key("attention.sliding_window"),
+            })
+        })?;
+    let sliding =
+        crate::config::gemma_sliding_layers(Architecture::Gemma3, num_layers, None, Some(6))
+            .map_err(|reason| {
+                gguf_err(GgufError::Invalid {
+                    path: file.path().to_path_buf(),
+                    reason,
+                })
+            })?;
+    Ok(GemmaOptions {
+        query_pre_attn_scalar: head_dim as f64,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
+        layer_windows: sliding.iter().map(|&s| s.then_some(window)).collect(),
+        rope_local_theta: Some(10_000.0),
     })
 }
 
@@ -217,21 +254,40 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
 mod tests {
     use super::*;
 
+    const LLAMA: LayerNames = crate::llama::GGUF_LAYER_NAMES;
+
+    #[test]
+    fn gemma_norms_have_their_own_names() {
+        let g = layer_names(Architecture::Gemma3);
+        let name = |n: &str| gguf_name(g, &format!("model.layers.3.{n}.weight")).unwrap();
+        assert_eq!(
+            name("post_attention_layernorm"),
+            "blk.3.post_attention_norm.weight"
+        );
+        assert_eq!(name("pre_feedforward_layernorm"), "blk.3.ffn_norm.weight");
+        assert_eq!(
+            name("post_feedforward_layernorm"),
+            "blk.3.post_ffw_norm.weight"
+        );
+        assert_eq!(name("self_attn.q_norm"), "blk.3.attn_q_norm.weight");
+        assert_eq!(name("mlp.gate_proj"), "blk.3.ffn_gate.weight");
+    }
+
     #[test]
     fn names_map_through_the_table() {
         assert_eq!(
-            gguf_name("model.embed_tokens.weight").unwrap(),
+            gguf_name(LLAMA, "model.embed_tokens.weight").unwrap(),
             "token_embd.weight"
         );
         assert_eq!(
-            gguf_name("model.layers.17.self_attn.k_proj.bias").unwrap(),
+            gguf_name(LLAMA, "model.layers.17.self_attn.k_proj.bias").unwrap(),
             "blk.17.attn_k.bias"
         );
         assert_eq!(
-            gguf_name("model.layers.0.post_attention_layernorm.weight").unwrap(),
+            gguf_name(LLAMA, "model.layers.0.post_attention_layernorm.weight").unwrap(),
             "blk.0.ffn_norm.weight"
         );
-        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
-        assert_eq!(gguf_name("model.layers.1.unknown.weight"), None);
+        assert_eq!(gguf_name(LLAMA, "model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(gguf_name(LLAMA, "model.layers.1.unknown.weight"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! GGUF tensors as the decoder asks for them: by our names, in our Q/K row layout, quantized
 //! (kept in their block type) or dequantized to the model's dtype.
 
-use super::arch::{QkLayout, gguf_name};
+use super::arch::{LayerNames, QkLayout, gguf_name};
 use super::reader::{GgufFile, TensorInfo};
 use crate::linear::{Embedding, Linear};
 use crate::{ModelError, Result};
@@ -57,6 +57,8 @@ pub fn unpermute_rows(raw: &[u8], row_bytes: usize, heads: usize) -> Vec<u8> {
 pub(crate) struct GgufWeights {
     pub file: Arc<GgufFile>,
     pub layout: QkLayout,
+    /// The architecture's per-layer name table.
+    pub layer_names: LayerNames,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub dtype: DType,
@@ -67,7 +69,7 @@ pub(crate) struct GgufWeights {
 
 impl GgufWeights {
     fn info(&self, ours: &str, shape: &[usize]) -> Result<(String, &TensorInfo)> {
-        let name = gguf_name(ours).ok_or_else(|| ModelError::Weight {
+        let name = gguf_name(self.layer_names, ours).ok_or_else(|| ModelError::Weight {
             name: ours.to_string(),
             reason: "has no GGUF name".into(),
         })?;
@@ -88,7 +90,7 @@ impl GgufWeights {
     }
 
     pub fn contains(&self, ours: &str) -> bool {
-        gguf_name(ours).is_some_and(|n| self.file.tensor_info(&n).is_some())
+        gguf_name(self.layer_names, ours).is_some_and(|n| self.file.tensor_info(&n).is_some())
     }
 
     /// Heads to un-permute for `ours` (Q and K weights and biases of interleaved files).

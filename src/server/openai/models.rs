@@ -27,6 +27,7 @@ fn cards(st: &AppState) -> Result<Vec<ModelCard>, ApiError> {
                 owned_by: "indus",
                 root: l.root.clone(),
                 quantization: l.quantization.clone(),
+                architecture: l.architecture.clone(),
                 max_model_len: l.engine.limits().max_model_len,
                 task: "generate",
             });
@@ -42,6 +43,7 @@ fn cards(st: &AppState) -> Result<Vec<ModelCard>, ApiError> {
                 owned_by: "indus",
                 root: p.root.clone(),
                 quantization: None,
+                architecture: None,
                 max_model_len: info.max_input_tokens,
                 task: info.task.as_str(),
             });

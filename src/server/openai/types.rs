@@ -270,6 +270,9 @@ pub struct ModelCard {
     pub root: String,
     /// Block types of quantized weights, e.g. `gguf Q4_1+Q8_0`; null when dense.
     pub quantization: Option<String>,
+    /// The generating model's architecture by its Hugging Face class (`LlamaForCausalLM`,
+    /// `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, ...); null for encoder models.
+    pub architecture: Option<String>,
     pub max_model_len: usize,
     /// What the model serves: `generate` (chat/completions), `embed` (/v1/embeddings) or
     /// `score` (/v1/rerank).
