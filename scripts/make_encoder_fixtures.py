@@ -243,6 +243,33 @@ def make_minilm(model_dir: Path, texts: list[str]) -> None:
     (OUT / "minilm-golden.json").write_text(json.dumps(data, ensure_ascii=False) + "\n")
 
 
+def make_decoder_goldens(texts: list[str]) -> None:
+    """Decoder embedding models (Qwen3-Embedding style): the final-normed hidden state of the
+    last token, L2-normalized, from transformers' base model of the repo's tiny decoder
+    fixtures (bf16 weights computed in f32, as the other decoder goldens)."""
+    from transformers import AutoModel, AutoTokenizer
+    inputs = [texts[0], texts[26], texts[60], texts[195][:600], "ok"]
+    out = {}
+    for name in ["tiny-llama", "tiny-qwen3"]:
+        d = ROOT / "tests" / "fixtures" / name
+        tok = AutoTokenizer.from_pretrained(d)
+        model = AutoModel.from_pretrained(d, dtype=torch.float32).eval()
+        rows, ids = [], []
+        with torch.no_grad():
+            cfg = json.loads((d / "tokenizer_config.json").read_text())
+            for t in inputs:
+                t_ids = tok(t, add_special_tokens=False)["input_ids"]
+                # transformers 5 no longer applies tokenizer_config's add_bos_token to this
+                # tokenizer.json; Indus (and transformers 4) do.
+                if cfg.get("add_bos_token") and tok.bos_token_id is not None:
+                    t_ids = [tok.bos_token_id] + t_ids
+                h = model(input_ids=torch.tensor([t_ids])).last_hidden_state[0, -1]
+                rows.append(torch.nn.functional.normalize(h, dim=0).tolist())
+                ids.append(t_ids)
+        out[name] = {"inputs": inputs, "token_ids": ids, "embeddings": rows}
+    (OUT / "decoder-embed-golden.json").write_text(json.dumps(out, ensure_ascii=False) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 directory (goldens for the real model)")
@@ -254,6 +281,7 @@ def main() -> None:
     make_xlmr_embedder(texts)
     make_reranker(texts, "xlmr")
     make_reranker(texts, "bert")
+    make_decoder_goldens(texts)
     if args.minilm:
         make_minilm(args.minilm, texts)
 

@@ -434,3 +434,92 @@ async fn an_encoder_checkpoint_is_served_on_its_own() {
     let ready = reqwest::get(server.url("/ready")).await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decoder_served_with_task_embed_answers_embeddings_not_chat() {
+    let model = indus::loader::repo_fixture("tiny-qwen3");
+    let server = TestServer::start_model(
+        &model,
+        &[
+            "--task",
+            "embed",
+            "--served-model-name",
+            "qwen3-emb",
+            "--max-model-len",
+            "512",
+            "--max-num-batched-tokens",
+            "64",
+        ],
+        &[],
+    );
+    let path = indus::loader::repo_fixture("encoders").join("decoder-embed-golden.json");
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let g = &g["tiny-qwen3"];
+    let (status, _, body) = post_json(
+        &server.url("/v1/embeddings"),
+        &json!({"model": "qwen3-emb", "input": g["inputs"]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let tokens: u64 = g["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_array().unwrap().len() as u64)
+        .sum();
+    assert_eq!(body["usage"]["prompt_tokens"].as_u64(), Some(tokens));
+    for (d, want) in body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(g["embeddings"].as_array().unwrap())
+    {
+        let got: Vec<f64> = d["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f64, f64::max);
+        assert!(err < 1e-4, "max abs difference {err}");
+    }
+    let models: Value = reqwest::get(server.url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["task"], "embed");
+    let (status, _, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({"model": "qwen3-emb", "messages": [{"role": "user", "content": "hi"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/embeddings")
+    );
+    let too_long: Vec<u32> = (0..513).map(|i| 3 + i).collect();
+    bad(
+        &server,
+        "/v1/embeddings",
+        json!({"input": too_long}),
+        "input[0]",
+    )
+    .await;
+}

@@ -248,6 +248,7 @@ async fn not_ready_while_the_model_loads() {
             name: summary.name,
             quantization: summary.quantization,
             architecture: Some(summary.architecture.to_string()),
+            embedding: None,
         })
     }));
 

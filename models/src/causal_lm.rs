@@ -214,6 +214,31 @@ impl CausalLm {
     /// One forward pass over a flat mixed batch; writes the batch's K/V into `cache` and
     /// returns f32 logits `[num_outputs, vocab]` for the rows named by `logits_indices`.
     pub fn forward(&self, step: &StepInput<'_>, cache: &KvCache) -> Result<Tensor> {
+        let hidden = self.forward_hidden(step, cache)?;
+        if hidden.dim(0)? == 0 {
+            // A step of prefill chunks only: nothing to sample, skip the LM head.
+            return Ok(Tensor::zeros(
+                (0, self.config.vocab_size),
+                DType::F32,
+                &self.device,
+            )?);
+        }
+        self.logits(&hidden)
+    }
+
+    /// f32 logits `[rows, vocab]` of final hidden states from [`Self::forward_hidden`].
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let logits = self.lm_head.forward(hidden)?.to_dtype(DType::F32)?;
+        Ok(match self.final_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
+    }
+
+    /// The forward pass up to the final norm: `[num_outputs, hidden]` (model dtype) for
+    /// the rows named by `logits_indices` — what a decoder embedding model pools (its last
+    /// token), and what the LM head turns into logits.
+    pub fn forward_hidden(&self, step: &StepInput<'_>, cache: &KvCache) -> Result<Tensor> {
         let rope = RopeRows {
             global: self.rotary.gather(step.positions)?,
             local: self
@@ -236,20 +261,7 @@ impl CausalLm {
             Some(r) => self.final_norm.add_forward(&x, r)?.0,
             None => self.final_norm.forward(&x)?,
         };
-        if step.logits_indices.dim(0)? == 0 {
-            // A step of prefill chunks only: nothing to sample, skip the LM head.
-            return Ok(Tensor::zeros(
-                (0, self.config.vocab_size),
-                DType::F32,
-                &self.device,
-            )?);
-        }
-        let hidden = hidden.index_select(step.logits_indices, 0)?;
-        let logits = self.lm_head.forward(&hidden)?.to_dtype(DType::F32)?;
-        Ok(match self.final_softcap {
-            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
-            None => logits,
-        })
+        Ok(hidden.index_select(step.logits_indices, 0)?)
     }
 }
 

@@ -2,11 +2,13 @@
 //! cross-encoder reranking (/v1/rerank). Each model has its own worker thread and queue;
 //! the server sees only [`PoolingHandle`].
 
+mod decoder;
 mod handle;
 mod load;
 pub mod tokenize;
 mod worker;
 
+pub use decoder::decoder_embedding;
 pub use handle::{
     PoolingError, PoolingHandle, PoolingInfo, PoolingOptions, PoolingStats, PoolingTask,
 };

@@ -62,6 +62,8 @@ struct RequestState {
     /// Choices 1..n, waiting for choice 0's prompt to be computed so they can share it.
     pending_forks: Vec<Sequence>,
     counted_as_waiting: bool,
+    /// Prefill only; the output is the last token's hidden state.
+    embed: bool,
 }
 
 struct ChoiceState {
@@ -97,6 +99,7 @@ struct Update {
     logprob: Option<TokenLogprob>,
     text: String,
     finish: Option<(FinishReason, Option<StopReason>)>,
+    embedding: Option<Vec<f32>>,
 }
 
 impl Engine {
@@ -205,6 +208,7 @@ impl Engine {
                 unfinished: params.n,
                 pending_forks: pending,
                 counted_as_waiting: true,
+                embed: request.embed,
             },
         );
     }
@@ -245,6 +249,7 @@ impl Engine {
                 num_cached_tokens: req.num_cached_tokens,
                 num_generated_tokens: 0,
                 times: Some(req.times),
+                embedding: None,
             }),
         };
         let _ = req.tx.send(msg);
@@ -291,7 +296,14 @@ impl Engine {
                 }
             }
         }
-        let batch = StepBatch::build(&out, &self.scheduler, &self.kv);
+        let is_embed = |id: SeqId| {
+            self.choices
+                .get(&id)
+                .and_then(|c| self.requests.get(&c.request))
+                .is_some_and(|r| r.embed)
+        };
+        let batch = StepBatch::build(&out, &self.scheduler, &self.kv, &is_embed);
+        let embed_seqs: Vec<bool> = batch.embeds.clone();
         let rows = match execute(&self.model, &self.cache, batch) {
             Ok(rows) => rows,
             Err(e) => {
@@ -321,15 +333,39 @@ impl Engine {
             .map(|s| s.id)
             .collect();
         let mut updates = Vec::with_capacity(sampled.len());
-        for (seq, mut row) in sampled.into_iter().zip(rows) {
-            if let Some(u) = self.sample_one(seq, &mut row) {
-                updates.push(u);
-            }
+        let mut logits = rows.logits.into_iter();
+        let mut hidden = rows.hidden.into_iter();
+        for (seq, embed) in sampled.into_iter().zip(embed_seqs) {
+            let update = if embed {
+                hidden.next().and_then(|h| self.finish_embedding(seq, h))
+            } else {
+                logits
+                    .next()
+                    .and_then(|mut row| self.sample_one(seq, &mut row))
+            };
+            updates.extend(update);
         }
         self.fork_pending_choices(&out);
         self.deliver(updates);
         self.publish_stats();
         true
+    }
+
+    /// An embedding request's prompt is computed: its output is the hidden state.
+    fn finish_embedding(&mut self, seq_id: SeqId, hidden: Vec<f32>) -> Option<Update> {
+        let choice = self.choices.get(&seq_id)?;
+        let req = self.requests.get_mut(&choice.request)?;
+        if req.times.first_token.is_none() {
+            req.times.first_token = Some(Instant::now());
+        }
+        Some(Update {
+            seq: seq_id,
+            token: None,
+            logprob: None,
+            text: String::new(),
+            finish: Some((FinishReason::Stop, None)),
+            embedding: Some(hidden),
+        })
     }
 
     fn sample_one(&mut self, seq_id: SeqId, row: &mut [f32]) -> Option<Update> {
@@ -382,6 +418,7 @@ impl Engine {
             logprob,
             text,
             finish,
+            embedding: None,
         })
     }
 
@@ -443,6 +480,7 @@ impl Engine {
                 num_cached_tokens: req.num_cached_tokens,
                 num_generated_tokens: num_generated,
                 times: if last { Some(req.times) } else { None },
+                embedding: u.embedding,
             };
             let client_gone = req.tx.send(Ok(msg)).is_err();
             if finished {

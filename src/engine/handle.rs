@@ -56,6 +56,8 @@ pub struct EngineLimits {
     pub max_model_len: usize,
     pub vocab_size: usize,
     pub max_waiting_requests: usize,
+    /// Width of the final hidden state (an embedding request's output).
+    pub hidden_size: usize,
 }
 
 #[derive(Clone)]
@@ -78,6 +80,7 @@ impl EngineHandle {
             max_model_len: cfg.max_model_len,
             vocab_size: engine.model().config().vocab_size,
             max_waiting_requests: cfg.max_waiting_requests,
+            hidden_size: engine.model().config().hidden_size,
         };
         let stats = engine.stats.clone();
         let waiting = engine.waiting_count.clone();
@@ -142,6 +145,23 @@ impl EngineHandle {
             ));
         }
         let max_len = self.limits.max_model_len;
+        if req.embed {
+            if req.params.n != 1 {
+                return Err(EngineError::invalid(
+                    "n",
+                    "an embedding request has one choice",
+                ));
+            }
+            if prompt_len > max_len {
+                return Err(EngineError::invalid(
+                    "input",
+                    format!(
+                        "input has {prompt_len} tokens, more than the model's limit of {max_len} tokens"
+                    ),
+                ));
+            }
+            return Ok(());
+        }
         if prompt_len + req.params.max_tokens > max_len {
             return Err(EngineError::invalid(
                 "max_tokens",
@@ -346,6 +366,8 @@ pub struct CompletedRequest {
     pub num_prompt_tokens: usize,
     pub num_cached_tokens: usize,
     pub times: Option<RequestTimes>,
+    /// An embedding request's hidden state (see `RequestOutput::embedding`).
+    pub embedding: Option<Vec<f32>>,
 }
 
 impl CompletedRequest {
@@ -367,6 +389,7 @@ impl Accumulator {
                 num_prompt_tokens: 0,
                 num_cached_tokens: 0,
                 times: None,
+                embedding: None,
             },
         }
     }
@@ -386,6 +409,9 @@ impl Accumulator {
         }
         if o.times.is_some() {
             self.out.times = o.times;
+        }
+        if o.embedding.is_some() {
+            self.out.embedding = o.embedding;
         }
     }
 

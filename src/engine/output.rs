@@ -59,6 +59,9 @@ pub struct RequestOutput {
     pub num_generated_tokens: usize,
     /// Set on the last update of the whole request (all choices finished).
     pub times: Option<RequestTimes>,
+    /// An embedding request's output: the final hidden state of the prompt's last token
+    /// (f32, not normalized).
+    pub embedding: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -144,6 +144,9 @@ pub struct Request {
     /// Lower is served first; ties in arrival order.
     pub priority: i32,
     pub arrival: Instant,
+    /// An embedding request: the prompt is computed (prefill only) and the final hidden
+    /// state of its last token is the output; nothing is sampled.
+    pub embed: bool,
 }
 
 impl Request {
@@ -154,6 +157,7 @@ impl Request {
             params,
             priority: 0,
             arrival: Instant::now(),
+            embed: false,
         }
     }
 }

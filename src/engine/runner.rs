@@ -25,10 +25,28 @@ pub struct StepBatch {
     /// Flat-batch rows whose logits are sampled, in `SchedulerOutput::seqs` order of the
     /// sequences with `samples` set.
     pub logits_indices: Vec<u32>,
+    /// Per row of `logits_indices`: whether the sequence is an embedding request (its
+    /// final hidden state is the output, no logits are computed for it).
+    pub embeds: Vec<bool>,
+}
+
+/// What one step produced, in `logits_indices` order within each kind.
+#[derive(Debug, Default)]
+pub struct StepRows {
+    /// f32 logits of the sequences that sample.
+    pub logits: Vec<Vec<f32>>,
+    /// f32 final hidden states of the embedding sequences that finished their prompt.
+    pub hidden: Vec<Vec<f32>>,
 }
 
 impl StepBatch {
-    pub fn build(out: &SchedulerOutput, sched: &Scheduler, kv: &KvCacheManager) -> Self {
+    /// `is_embed` tells embedding sequences (pooled, not sampled) from generating ones.
+    pub fn build(
+        out: &SchedulerOutput,
+        sched: &Scheduler,
+        kv: &KvCacheManager,
+        is_embed: &dyn Fn(crate::kv::SeqId) -> bool,
+    ) -> Self {
         let bs = kv.block_size();
         let mut b = StepBatch::default();
         let max_blocks = out
@@ -58,34 +76,59 @@ impl StepBatch {
             b.attention.query_start_loc.push(b.input_ids.len() as u32);
             if s.samples {
                 b.logits_indices.push(b.input_ids.len() as u32 - 1);
+                b.embeds.push(is_embed(s.id));
             }
         }
         b
     }
 }
 
-/// Runs a step on the model; returns f32 logits `[num_sampled, vocab]` as host rows.
+/// Runs a step on the model: logits of the sampling rows and final hidden states of the
+/// embedding rows, as host rows.
 pub fn execute(
     model: &CausalLm,
     cache: &KvCache,
     batch: StepBatch,
-) -> Result<Vec<Vec<f32>>, RunnerError> {
+) -> Result<StepRows, RunnerError> {
     let device = model.device();
     let input_ids = Tensor::new(batch.input_ids.as_slice(), device)?;
     let positions = Tensor::new(batch.positions.as_slice(), device)?;
     let logits_indices = Tensor::new(batch.logits_indices.as_slice(), device)?;
     let attention = AttentionMetadata::new(batch.attention, device)?;
-    let logits = model.forward(
-        &StepInput {
-            input_ids: &input_ids,
-            positions: &positions,
-            attention: &attention,
-            logits_indices: &logits_indices,
-        },
-        cache,
-    )?;
-    if batch.logits_indices.is_empty() {
-        return Ok(Vec::new());
+    let step = StepInput {
+        input_ids: &input_ids,
+        positions: &positions,
+        attention: &attention,
+        logits_indices: &logits_indices,
+    };
+    if !batch.embeds.contains(&true) {
+        // The common case: every output row samples.
+        if batch.logits_indices.is_empty() {
+            model.forward(&step, cache)?;
+            return Ok(StepRows::default());
+        }
+        return Ok(StepRows {
+            logits: model.forward(&step, cache)?.to_vec2::<f32>()?,
+            hidden: Vec::new(),
+        });
     }
-    Ok(logits.to_vec2::<f32>()?)
+    let hidden = model.forward_hidden(&step, cache)?;
+    let rows = |want: bool| -> Result<Tensor, candle_core::Error> {
+        let idx: Vec<u32> = (0..batch.embeds.len() as u32)
+            .filter(|&i| batch.embeds[i as usize] == want)
+            .collect();
+        hidden.index_select(&Tensor::new(idx.as_slice(), device)?, 0)
+    };
+    let sampling = rows(false)?;
+    let logits = if sampling.dim(0)? == 0 {
+        Vec::new()
+    } else {
+        model.logits(&sampling)?.to_vec2::<f32>()?
+    };
+    Ok(StepRows {
+        logits,
+        hidden: rows(true)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?,
+    })
 }

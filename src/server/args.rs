@@ -14,6 +14,12 @@ pub struct ServeArgs {
     pub sched: SchedulerArgs,
     #[command(flatten)]
     pub pooling: PoolingArgs,
+    /// What MODEL serves: `generate` (chat and completions), `embed` (a decoder embedding
+    /// model, e.g. Qwen3-Embedding: last-token pooling through the paged engine), or `auto`
+    /// (`embed` for a sentence-transformers decoder checkpoint, else `generate`). Encoder
+    /// checkpoints (BERT, XLM-R) are recognised whatever this says.
+    #[arg(long, default_value = "auto", env = "INDUS_TASK")]
+    pub task: String,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1", env = "INDUS_HOST")]
     pub host: String,

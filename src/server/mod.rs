@@ -137,6 +137,8 @@ pub struct LoadedModel {
     pub quantization: Option<String>,
     /// The chat model's architecture (`Gemma3ForCausalLM`), shown in /v1/models.
     pub architecture: Option<String>,
+    /// Set when the chat model serves embeddings (`--task embed`) instead of generation.
+    pub embedding: Option<crate::embed::PoolingInfo>,
 }
 
 /// A bound server whose model may not be loaded yet.
@@ -288,6 +290,7 @@ impl Server {
             quantization: loaded.quantization,
             architecture: loaded.architecture,
             created,
+            embedding: loaded.embedding,
         });
         let engine = chat.as_ref().map(|c| c.engine.clone());
         let workers: Vec<_> = pooling.iter().map(|p| p.handle.clone()).collect();
@@ -376,6 +379,15 @@ pub fn load_models(args: &ServeArgs) -> anyhow::Result<LoadedModel> {
             Some(summary.architecture.to_string()),
         )
     };
+    let embedding = match &engine {
+        Some(e) => crate::embed::decoder_embedding(
+            &args.model,
+            &args.task,
+            e.limits(),
+            args.pooling.max_client_batch_size,
+        )?,
+        None => None,
+    };
     // Encoders share the CPU cores with chat decoding: a lower priority keeps an
     // embedding flood from slowing every chat token.
     let nice = if engine.is_some() && args.model.device == "cpu" {
@@ -419,5 +431,6 @@ pub fn load_models(args: &ServeArgs) -> anyhow::Result<LoadedModel> {
         name,
         quantization,
         architecture,
+        embedding,
     })
 }

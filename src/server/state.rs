@@ -4,7 +4,7 @@ use super::audit::AuditLog;
 use super::auth::{Auth, Caller};
 use super::error::ApiError;
 use super::metrics::Metrics;
-use crate::embed::{PoolingHandle, PoolingTask};
+use crate::embed::{PoolingHandle, PoolingInfo, PoolingTask};
 use crate::engine::EngineHandle;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +22,8 @@ pub struct Loaded {
     pub architecture: Option<String>,
     /// Unix seconds when the model became ready (`created` of /v1/models).
     pub created: u64,
+    /// Set when the model serves embeddings (`--task embed`) instead of generation.
+    pub embedding: Option<PoolingInfo>,
 }
 
 /// An encoder model (embeddings or reranking) served beside the chat model.
@@ -149,6 +151,32 @@ impl AppState {
     /// The encoder model a request to an endpoint of `task` names (the first of that
     /// task the caller may use when it names none). A model of another task is a 400
     /// naming the endpoint it does serve; an unknown or forbidden one a 404.
+    /// The chat model when it serves embeddings (`--task embed`) and the request names
+    /// it (or names nothing and no encoder serves embeddings); `None` otherwise.
+    pub fn decoder_embedder(
+        &self,
+        requested: Option<&str>,
+        caller: &Caller,
+    ) -> Option<Result<(&Loaded, String), ApiError>> {
+        let loaded = self.loaded().filter(|l| l.embedding.is_some())?;
+        let requested = requested.filter(|m| !m.is_empty());
+        let encoder_embeds = self
+            .pooling()
+            .iter()
+            .any(|p| p.handle.info().task == PoolingTask::Embed);
+        let named = match requested {
+            Some(m) => loaded.names.iter().any(|n| n == m),
+            None => !encoder_embeds,
+        };
+        if !named {
+            return None;
+        }
+        Some(self.ready_engine().and_then(|l| {
+            let name = l.resolve_model(requested, caller)?;
+            Ok((l, name))
+        }))
+    }
+
     pub fn ready_pooling(
         &self,
         requested: Option<&str>,
@@ -224,6 +252,19 @@ impl AppState {
 }
 
 impl Loaded {
+    /// 400 for chat/completions on a model served for embeddings.
+    pub fn require_generate(&self, name: &str) -> Result<(), ApiError> {
+        if self.embedding.is_some() {
+            return Err(ApiError::bad(
+                "model",
+                format!(
+                    "model `{name}` is served as an embedding model (--task embed): use /v1/embeddings"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The served name a request refers to (the first when it names none), if the caller
     /// may use it; 404 otherwise.
     pub fn resolve_model(

@@ -111,6 +111,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     rec.stream = req.common.stream == Some(true);
     let loaded = st.ready_engine()?;
     let model = loaded.resolve_model(req.common.model.as_deref(), rec.caller())?;
+    loaded.require_generate(&model)?;
     rec.model = Some(model.clone());
     params::check_common(&req.common)?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {

@@ -97,10 +97,27 @@ async fn handle(
 ) -> Result<EmbeddingResponse, ApiError> {
     let req: EmbeddingRequest = body::read_json(body, st.max_body_bytes).await?;
     rec.user = req.user.clone();
-    let (served, model) =
-        st.ready_pooling(req.model.as_deref(), rec.caller(), PoolingTask::Embed)?;
+    let target = match st.decoder_embedder(req.model.as_deref(), rec.caller()) {
+        Some(found) => {
+            let (loaded, name) = found?;
+            Target::Decoder(loaded, name)
+        }
+        None => {
+            let (served, name) =
+                st.ready_pooling(req.model.as_deref(), rec.caller(), PoolingTask::Embed)?;
+            Target::Encoder(served, name)
+        }
+    };
+    let (info, model) = match &target {
+        Target::Decoder(l, name) => {
+            let info = l.embedding.clone().ok_or_else(|| {
+                ApiError::Internal("the model is not served for embeddings".into())
+            })?;
+            (info, name.clone())
+        }
+        Target::Encoder(p, name) => (p.handle.info().clone(), name.clone()),
+    };
     rec.model = Some(model.clone());
-    let info = served.handle.info().clone();
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -118,27 +135,67 @@ async fn handle(
         rec.prompt_content = Some(req.input.clone());
     }
     let vocab = info.vocab_size;
-    let inputs: Vec<EncoderInput> = served
-        .handle
-        .tokenize(move |tok| {
-            raw.into_iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let param = format!("input[{i}]");
-                    match r {
-                        RawInput::Text(t) => {
-                            tok.encode(&t, length).map_err(|e| encode_error(&param, e))
-                        }
-                        RawInput::Ids(ids) => check_ids(&param, ids, vocab, length),
-                    }
+    let (tokens, rows) = match &target {
+        Target::Encoder(served, _) => {
+            let inputs: Vec<EncoderInput> = served
+                .handle
+                .tokenize(move |tok| {
+                    raw.into_iter()
+                        .enumerate()
+                        .map(|(i, r)| {
+                            let param = format!("input[{i}]");
+                            match r {
+                                RawInput::Text(t) => {
+                                    tok.encode(&t, length).map_err(|e| encode_error(&param, e))
+                                }
+                                RawInput::Ids(ids) => check_ids(&param, ids, vocab, length),
+                            }
+                        })
+                        .collect::<Result<Vec<_>, ApiError>>()
                 })
-                .collect::<Result<Vec<_>, ApiError>>()
-        })
-        .await
-        .map_err(pooling::pooling_error)??;
-    let tokens: usize = inputs.iter().map(|i| i.ids.len()).sum();
-    rec.add_prompt(tokens, 0);
-    let rows = pooling::run(&served.handle, inputs).await?;
+                .await
+                .map_err(pooling::pooling_error)??;
+            let tokens: usize = inputs.iter().map(|i| i.ids.len()).sum();
+            rec.add_prompt(tokens, 0);
+            (tokens, pooling::run(&served.handle, inputs).await?)
+        }
+        Target::Decoder(loaded, _) => {
+            let tok = loaded.engine.tokenizer().clone();
+            let inputs = tokio::task::spawn_blocking(move || {
+                raw.into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let param = format!("input[{i}]");
+                        let ids = match r {
+                            RawInput::Text(t) if t.is_empty() => {
+                                return Err(ApiError::bad(
+                                    &param,
+                                    format!("{param}: input is empty"),
+                                ));
+                            }
+                            RawInput::Text(t) => tok
+                                .encode(&t, true)
+                                .map_err(|e| ApiError::bad(&param, e.to_string()))?,
+                            RawInput::Ids(ids) => ids,
+                        };
+                        check_ids(&param, ids, vocab, length).map(|i| i.ids)
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()
+            })
+            .await
+            .map_err(|_| ApiError::Internal("the tokenizer failed".into()))??;
+            let tokens: usize = inputs.iter().map(Vec::len).sum();
+            rec.add_prompt(tokens, 0);
+            let mut rows = decoder_embed(loaded, &rec.id, inputs).await?;
+            if info.normalized {
+                for r in &mut rows {
+                    let d = r.len();
+                    *r = truncate_renormalize(std::mem::take(r), d);
+                }
+            }
+            (tokens, rows)
+        }
+    };
     let data = rows
         .into_iter()
         .enumerate()
@@ -168,6 +225,58 @@ async fn handle(
             total_tokens: tokens,
         },
     })
+}
+
+/// Where the embeddings come from: an encoder's worker, or the chat engine serving a
+/// decoder embedding model.
+enum Target<'a> {
+    Encoder(&'a crate::server::state::PoolingServed, String),
+    Decoder(&'a crate::server::state::Loaded, String),
+}
+
+/// One prefill-only engine request per input (validated all before any is submitted);
+/// the last token's final hidden states, in input order.
+async fn decoder_embed(
+    loaded: &crate::server::state::Loaded,
+    id: &str,
+    inputs: Vec<Vec<u32>>,
+) -> Result<Vec<Vec<f32>>, ApiError> {
+    let params = crate::engine::SamplingParams {
+        max_tokens: 1,
+        ..crate::engine::SamplingParams::greedy()
+    };
+    let requests = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, ids)| {
+            let mut r = crate::engine::Request::new(format!("{id}-{i}"), ids, params.clone());
+            r.embed = true;
+            loaded.engine.validate(&r).map_err(|e| {
+                let mut e = ApiError::from(e);
+                if let ApiError::BadRequest { param, .. } = &mut e {
+                    *param = Some(format!("input[{i}]"));
+                }
+                e
+            })?;
+            Ok(r)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let streams = requests
+        .into_iter()
+        .map(|r| loaded.engine.submit(r).map_err(ApiError::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    let done = futures::future::try_join_all(
+        streams
+            .into_iter()
+            .map(crate::engine::OutputStream::collect),
+    )
+    .await?;
+    done.into_iter()
+        .map(|d| {
+            d.embedding
+                .ok_or_else(|| ApiError::Internal("the engine returned no embedding".into()))
+        })
+        .collect()
 }
 
 /// `dimensions`: the model's own size is always fine; smaller sizes only for models that

@@ -29,7 +29,11 @@ fn cards(st: &AppState) -> Result<Vec<ModelCard>, ApiError> {
                 quantization: l.quantization.clone(),
                 architecture: l.architecture.clone(),
                 max_model_len: l.engine.limits().max_model_len,
-                task: "generate",
+                task: if l.embedding.is_some() {
+                    "embed"
+                } else {
+                    "generate"
+                },
             });
         }
     }
