@@ -11,6 +11,7 @@ pub mod check;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod elem;
+pub mod encoder_ops;
 pub mod fma_exp;
 pub mod gelu;
 pub mod kv_layout;

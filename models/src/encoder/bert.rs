@@ -6,7 +6,8 @@ use super::config::{EncoderConfig, EncoderKind};
 use crate::Result;
 use crate::linear::Linear;
 use crate::weights::WeightSource;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
+use indus_kernels::encoder_ops::{bias_residual_layer_norm, masked_softmax, split_qkv};
 use indus_kernels::gelu::bias_gelu_erf;
 
 struct LayerNorm {
@@ -24,6 +25,18 @@ impl LayerNorm {
         })
     }
 
+    /// `LayerNorm(x + bias + residual)`, fused.
+    fn add_forward(&self, x: &Tensor, bias: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        Ok(bias_residual_layer_norm(
+            x,
+            bias,
+            residual,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::layer_norm(
             x,
@@ -34,93 +47,71 @@ impl LayerNorm {
     }
 }
 
+/// One post-norm layer. Projections are loaded without their biases: each bias is added
+/// inside the fused op that follows (split of q/k/v, GELU, residual + LayerNorm).
 struct Layer {
     qkv: Linear,
+    qkv_bias: Tensor,
     attn_out: Linear,
+    attn_out_bias: Tensor,
     attn_norm: LayerNorm,
-    /// Without its bias: the bias is added inside the fused GELU.
     intermediate: Linear,
     intermediate_bias: Tensor,
     output: Linear,
+    output_bias: Tensor,
     output_norm: LayerNorm,
 }
 
 impl Layer {
     fn load(src: &WeightSource, cfg: &EncoderConfig, prefix: &str) -> Result<Self> {
         let h = cfg.hidden_size;
+        let inter = cfg.intermediate_size;
         let names = |suffix: &str| -> Vec<String> {
             ["query", "key", "value"]
                 .iter()
                 .map(|p| format!("{prefix}.attention.self.{p}.{suffix}"))
                 .collect()
         };
-        let dense = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
-            src.linear(
-                &[format!("{prefix}.{name}.weight")],
-                &[rows],
-                cols,
-                Some(&[format!("{prefix}.{name}.bias")]),
-            )
+        let weight = |name: &str, rows: usize, cols: usize| -> Result<Linear> {
+            src.linear(&[format!("{prefix}.{name}.weight")], &[rows], cols, None)
         };
+        let bias = |name: &str, n: usize| src.get(&format!("{prefix}.{name}.bias"), &[n]);
+        let qkv_bias = names("bias")
+            .iter()
+            .map(|n| src.get(n, &[h]))
+            .collect::<Result<Vec<_>>>()?;
+        let norm =
+            |name: &str| LayerNorm::load(src, &format!("{prefix}.{name}"), h, cfg.layer_norm_eps);
         Ok(Self {
-            qkv: src.linear(&names("weight"), &[h, h, h], h, Some(&names("bias")))?,
-            attn_out: dense("attention.output.dense", h, h)?,
-            attn_norm: LayerNorm::load(
-                src,
-                &format!("{prefix}.attention.output.LayerNorm"),
-                h,
-                cfg.layer_norm_eps,
-            )?,
-            intermediate: src.linear(
-                &[format!("{prefix}.intermediate.dense.weight")],
-                &[cfg.intermediate_size],
-                h,
-                None,
-            )?,
-            intermediate_bias: src.get(
-                &format!("{prefix}.intermediate.dense.bias"),
-                &[cfg.intermediate_size],
-            )?,
-            output: dense("output.dense", h, cfg.intermediate_size)?,
-            output_norm: LayerNorm::load(
-                src,
-                &format!("{prefix}.output.LayerNorm"),
-                h,
-                cfg.layer_norm_eps,
-            )?,
+            qkv: src.linear(&names("weight"), &[h, h, h], h, None)?,
+            qkv_bias: Tensor::cat(&qkv_bias, 0)?,
+            attn_out: weight("attention.output.dense", h, h)?,
+            attn_out_bias: bias("attention.output.dense", h)?,
+            attn_norm: norm("attention.output.LayerNorm")?,
+            intermediate: weight("intermediate.dense", inter, h)?,
+            intermediate_bias: bias("intermediate.dense", inter)?,
+            output: weight("output.dense", h, inter)?,
+            output_bias: bias("output.dense", h)?,
+            output_norm: norm("output.LayerNorm")?,
         })
     }
 
-    /// `x`: `[b * l, hidden]`; `bias`: `[b, 1, 1, l]` (0 for tokens, -inf-ish for padding).
-    fn forward(
-        &self,
-        x: &Tensor,
-        bias: &Tensor,
-        b: usize,
-        l: usize,
-        heads: usize,
-    ) -> Result<Tensor> {
+    /// `x`: `[b * l, hidden]`; `lens`: each row's token count (the rest is padding).
+    fn forward(&self, x: &Tensor, lens: &[usize], l: usize, heads: usize) -> Result<Tensor> {
+        let b = lens.len();
         let h = x.dim(1)?;
         let d = h / heads;
-        let qkv = self.qkv.forward(x)?.reshape((b, l, 3, heads, d))?;
-        let part = |i: usize| -> Result<Tensor> {
-            Ok(qkv
-                .narrow(2, i, 1)?
-                .squeeze(2)?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scale = 1.0 / (d as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let qkv = split_qkv(&self.qkv.forward(x)?, &self.qkv_bias, b, l, heads)?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let scale = 1.0 / (d as f32).sqrt();
+        let probs = masked_softmax(&q.matmul(&k.t()?)?, lens, scale)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
-        let attn = self
-            .attn_norm
-            .forward(&(self.attn_out.forward(&ctx)? + x)?)?;
+        let attn =
+            self.attn_norm
+                .add_forward(&self.attn_out.forward(&ctx)?, &self.attn_out_bias, x)?;
         let inter = bias_gelu_erf(&self.intermediate.forward(&attn)?, &self.intermediate_bias)?;
         self.output_norm
-            .forward(&(self.output.forward(&inter)? + attn)?)
+            .add_forward(&self.output.forward(&inter)?, &self.output_bias, &attn)
     }
 }
 
@@ -183,9 +174,9 @@ impl Encoder {
         &self.device
     }
 
-    /// `ids`, `type_ids`: `[b, l]` u32 (right-padded); `mask`: `[b, l]` f32, 1 for tokens.
+    /// `ids`, `type_ids`: `[b, l]` u32, right-padded; `lens`: each row's token count.
     /// Returns `[b, l, hidden]` f32.
-    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, lens: &[usize]) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
         let h = self.config.hidden_size;
         let offset = self.config.position_offset();
@@ -200,11 +191,8 @@ impl Encoder {
             .broadcast_add(&positions)?
             .reshape((b * l, h))?;
         let mut x = self.embed_norm.forward(&x)?;
-        // Padding gets a large negative score; a large finite value keeps a fully
-        // masked row (impossible here: every input has a token) from turning into NaN.
-        let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((b, 1, 1, l))?;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias, b, l, self.config.num_heads)?;
+            x = layer.forward(&x, lens, l, self.config.num_heads)?;
         }
         Ok(x.reshape((b, l, h))?)
     }

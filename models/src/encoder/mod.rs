@@ -134,7 +134,7 @@ impl PoolingModel {
         let ids = Tensor::from_vec(ids, (b, l), dev)?;
         let types = Tensor::from_vec(types, (b, l), dev)?;
         let mask = Tensor::from_vec(mask, (b, l), dev)?;
-        let hidden = self.encoder.forward(&ids, &types, &mask)?;
+        let hidden = self.encoder.forward(&ids, &types, &lens)?;
         Ok((hidden, mask, lens))
     }
 
