@@ -114,3 +114,48 @@ fn dequantized_gemma3_matches_transformers() {
         assert_eq!(got, want, "prompt {i}: greedy tokens");
     }
 }
+
+/// Kept in its block types (Q4_K, Q5_0, Q6_K, Q8_0), the model must still follow
+/// transformers' dequantized reference closely. No llama.cpp comparison here (not built on
+/// this machine): the leading greedy agreement is printed, the bound is on the logits.
+#[test]
+fn quantized_gemma3_stays_close_to_transformers() {
+    let Some(path) = model_path() else { return };
+    let dir = common::fixture_dir("gemma3");
+    let g = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let opts = LoadOptions {
+        dtype: DType::F32,
+        device: Device::Cpu,
+        format: LoadFormat::Gguf,
+        seed: 0,
+        dequantize: false,
+    };
+    let model = CausalLm::load_gguf(file.clone(), &opts).unwrap();
+    let q = model.quantization().expect("kept quantized");
+    assert!(q.contains("Q4_K") && q.contains("Q5_0"), "{q}");
+    let tok = indus::tokenizer::gguf::from_gguf(&file, None).unwrap();
+    let mut last_errs = Vec::new();
+    let mut prompts = Vec::new();
+    for i in [0usize, 2, 3] {
+        let prompt = common::tensor_ids(&g[&format!("input_ids_{i}")]);
+        let logits = common::prompt_logits(&model, &prompt);
+        let last = logits.i(prompt.len() - 1).unwrap().unsqueeze(0).unwrap();
+        let want = g[&format!("last_logits_{i}")].unsqueeze(0).unwrap();
+        last_errs.push(common::worst_row_relative_error(&last, &want));
+        prompts.push((i, prompt));
+    }
+    let engine =
+        EngineHandle::spawn(Engine::new(model, Arc::new(tok), EngineConfig::default()).unwrap())
+            .unwrap();
+    for ((i, prompt), err) in prompts.iter().zip(&last_errs) {
+        let want = common::tensor_ids(&g[&format!("greedy_{i}")]);
+        let got = common::run_alone(&engine, prompt, common::greedy(want.len()));
+        println!(
+            "prompt {i} ({q}): last-position relative logit error {err:.3}; leading greedy agreement {}/{}",
+            leading_agreement(&got, &want),
+            want.len()
+        );
+        assert!(*err < 0.25, "prompt {i}: quantized logits off by {err}");
+    }
+}

@@ -40,7 +40,8 @@ impl Architecture {
         }
     }
 
-    /// The `model_type` of config.json (and `general.architecture` of GGUF files).
+    /// The `model_type` of config.json (GGUF's `general.architecture` is matched in
+    /// [`crate::gguf::arch::architecture`]; for Gemma 3 it is `gemma3`, not `gemma3_text`).
     pub fn model_type(self) -> &'static str {
         match self {
             Architecture::Llama => "llama",
