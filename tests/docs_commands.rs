@@ -53,6 +53,14 @@ const SKIPS: &[(&str, &str)] = &[
         "network and ~12 minutes: llama.cpp from the PyPI sdist",
     ),
     (
+        "scripts/bench-embeddings.py",
+        "needs PyTorch and sentence-transformers (PyPI) and the real all-MiniLM; minutes of benchmark (its figures are on the page)",
+    ),
+    (
+        "scripts/make_encoder_fixtures.py",
+        "needs PyTorch, transformers and sentence-transformers (PyPI); rewrites the committed fixtures",
+    ),
+    (
         "scripts/bench-gguf-vs-llama-cpp.sh",
         "needs llama.cpp and SmolLM2; minutes of benchmark (its figures are on the page)",
     ),

@@ -148,9 +148,6 @@ impl AppState {
         Ok(loaded)
     }
 
-    /// The encoder model a request to an endpoint of `task` names (the first of that
-    /// task the caller may use when it names none). A model of another task is a 400
-    /// naming the endpoint it does serve; an unknown or forbidden one a 404.
     /// The chat model when it serves embeddings (`--task embed`) and the request names
     /// it (or names nothing and no encoder serves embeddings); `None` otherwise.
     pub fn decoder_embedder(
@@ -177,6 +174,9 @@ impl AppState {
         }))
     }
 
+    /// The encoder model a request to an endpoint of `task` names (the first of that
+    /// task the caller may use when it names none). A model of another task is a 400
+    /// naming the endpoint it does serve; an unknown or forbidden one a 404.
     pub fn ready_pooling(
         &self,
         requested: Option<&str>,
