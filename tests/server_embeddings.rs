@@ -523,3 +523,69 @@ async fn a_decoder_served_with_task_embed_answers_embeddings_not_chat() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matryoshka_models_truncate_and_renormalize() {
+    // The tiny XLM-R fixture, declared Matryoshka-trained for 16 dimensions.
+    let src = indus::loader::repo_fixture("encoders").join("tiny-xlmr");
+    let dir = std::env::temp_dir().join(format!("indus-mrl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&src, &dir);
+    let cfg_path = dir.join("config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["matryoshka_dimensions"] = json!([16]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let server = TestServer::start_model(&dir, &["--served-model-name", "mrl"], &[]);
+    let url = server.url("/v1/embeddings");
+    let (_, _, full) = post_json(&url, &json!({"input": "roaming charges"}), None).await;
+    let (status, _, cut) = post_json(
+        &url,
+        &json!({"input": "roaming charges", "dimensions": 16}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{cut}");
+    let full: Vec<f64> = full["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let cut: Vec<f64> = cut["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!((full.len(), cut.len()), (32, 16));
+    let norm = full[..16].iter().map(|x| x * x).sum::<f64>().sqrt();
+    for (c, f) in cut.iter().zip(&full[..16]) {
+        assert!(
+            (c - f / norm).abs() < 1e-6,
+            "the first 16 components, renormalized"
+        );
+    }
+    let m = bad(
+        &server,
+        "/v1/embeddings",
+        json!({"input": "a", "dimensions": 8}),
+        "dimensions",
+    )
+    .await;
+    assert!(m.contains("[16]"), "{m}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
