@@ -7,7 +7,10 @@
 //! `.ci/run` downloads the model (scripts/fetch-test-models.sh) and exports
 //! INDUS_TEST_MINILM_DIR. Unset → each test says so and passes; set but missing → fail.
 
+mod common;
 mod common_server;
+
+use common::{cosine, floats};
 
 use common_server::{TestServer, post_json};
 use indus::embed::{EncoderTokenizer, Length};
@@ -56,21 +59,6 @@ fn golden() -> Golden {
             .collect(),
         embeddings: arr("embeddings").iter().map(floats).collect(),
     }
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]

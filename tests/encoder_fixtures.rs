@@ -3,6 +3,9 @@
 //! sentence embedder (the multilingual path: Urdu and English, Unigram tokenizer) and
 //! XLM-R and BERT cross-encoders. Token ids must match exactly; outputs within 1e-4.
 
+mod common;
+
+use common::{cosine, floats};
 use indus::embed::{EncoderTokenizer, Length};
 use indus_models::encoder::{EncoderInput, PoolingModel};
 use indus_models::{LoadOptions, ModelFiles, ModelSource};
@@ -41,21 +44,6 @@ fn ids_of(v: &Value) -> Vec<Vec<u32>> {
                 .collect()
         })
         .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 use crate::embed::{EncodeError, Length, PoolingError, PoolingHandle};
 use crate::server::error::ApiError;
+use crate::server::record::RequestRecord;
+use axum::response::{IntoResponse, Response};
 use indus_models::encoder::EncoderInput;
 
 /// vLLM's `truncate_prompt_tokens`: absent → over-long inputs are refused; `-1` → cut to
@@ -81,4 +83,20 @@ pub async fn run(
     inputs: Vec<EncoderInput>,
 ) -> Result<Vec<Vec<f32>>, ApiError> {
     handle.run(inputs).await.map_err(pooling_error)
+}
+
+/// Ends a request: the JSON answer or the error, recorded once, with its request id.
+pub fn respond<T: serde::Serialize>(rec: RequestRecord, result: Result<T, ApiError>) -> Response {
+    let id = rec.id.clone();
+    let resp = match result {
+        Ok(body) => {
+            rec.succeed();
+            axum::Json(body).into_response()
+        }
+        Err(e) => {
+            rec.fail(&e);
+            e.into_response()
+        }
+    };
+    crate::server::with_request_id(resp, &id)
 }

@@ -16,7 +16,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -85,18 +85,8 @@ pub async fn create(
     body: Body,
 ) -> Response {
     let mut rec = RequestRecord::new(&st, "/v1/rerank", new_id("rerank"), caller, &headers);
-    match handle(&st, &mut rec, body).await {
-        Ok(resp) => {
-            let id = rec.id.clone();
-            rec.succeed();
-            crate::server::with_request_id(axum::Json(resp).into_response(), &id)
-        }
-        Err(e) => {
-            let id = rec.id.clone();
-            rec.fail(&e);
-            crate::server::with_request_id(e.into_response(), &id)
-        }
-    }
+    let result = handle(&st, &mut rec, body).await;
+    pooling::respond(rec, result)
 }
 
 async fn handle(
