@@ -36,6 +36,7 @@ pub fn decoder_embedding(
     if !embed {
         return Ok(None);
     }
+    let (any_dimensions, matryoshka_dimensions) = matryoshka(dir.as_deref());
     let sentence = match dir.filter(|_| has_modules) {
         Some(d) => SentenceConfig::read(&d)?,
         None => SentenceConfig {
@@ -51,7 +52,6 @@ pub fn decoder_embedding(
             sentence.pooling.as_str()
         )));
     }
-    let (any_dimensions, matryoshka_dimensions) = matryoshka(args);
     Ok(Some(PoolingInfo {
         task: PoolingTask::Embed,
         dimensions: limits.hidden_size,
@@ -77,10 +77,8 @@ fn model_dir(args: &ModelArgs) -> Option<std::path::PathBuf> {
 }
 
 /// `is_matryoshka` / `matryoshka_dimensions` of config.json (vLLM's keys).
-fn matryoshka(args: &ModelArgs) -> (bool, Vec<usize>) {
-    let Some(text) =
-        model_dir(args).and_then(|d| std::fs::read_to_string(d.join("config.json")).ok())
-    else {
+fn matryoshka(dir: Option<&std::path::Path>) -> (bool, Vec<usize>) {
+    let Some(text) = dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok()) else {
         return (false, Vec::new());
     };
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
