@@ -75,7 +75,10 @@ else
   src=$(cudarc_sys)
   if [ -z "$src" ]; then
     echo "cudarc sources are not in the cargo registry yet: running cargo fetch"
-    (cd "$repo" && cargo fetch --locked -q)
+    # Only the host's packages: a plain fetch also unpacks every Windows import library
+    # (winapi-*-gnu, hundreds of MB), which is what failed CI once.
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    (cd "$repo" && cargo fetch --locked -q --target "$host")
     src=$(cudarc_sys)
   fi
   [ -n "$src" ] || { echo "cudarc 0.19 sources not found in the cargo registry" >&2; exit 1; }
