@@ -26,6 +26,9 @@ pub enum ApiError {
     /// 405
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408: the request body did not arrive within --http-body-timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413: the body is over --max-request-body-bytes.
     #[error("the request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -72,6 +75,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -90,6 +94,7 @@ impl ApiError {
             ),
             Self::NotFound(_) => ("invalid_request_error", Some("not_found"), None),
             Self::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed"), None),
+            Self::RequestTimeout(_) => ("invalid_request_error", Some("request_timeout"), None),
             Self::PayloadTooLarge(_) => ("invalid_request_error", Some("request_too_large"), None),
             Self::QueueFull(_) => ("rate_limit_error", Some("rate_limit_exceeded"), None),
             Self::Unavailable(_) => (
