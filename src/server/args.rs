@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// a 503.
     #[arg(long, default_value_t = 2048, env = "INDUS_MAX_CONNECTIONS")]
     pub max_connections: usize,
+    /// Prompts one /v1/completions request may carry (400 beyond).
+    #[arg(long, default_value_t = 128, env = "INDUS_MAX_PROMPTS_PER_REQUEST")]
+    pub max_prompts_per_request: usize,
+    /// Largest `n` (choices per prompt) a request may ask for (400 beyond); prompts × n is
+    /// also capped by --max-num-seqs.
+    #[arg(long, default_value_t = 128, env = "INDUS_MAX_N")]
+    pub max_n: usize,
     /// Only 1 is supported today (accepted for compatibility with vllm serve and the Helm chart).
     #[arg(long, default_value_t = 1, env = "INDUS_TENSOR_PARALLEL_SIZE")]
     pub tensor_parallel_size: usize,

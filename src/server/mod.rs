@@ -2,6 +2,7 @@
 //! health, readiness, Prometheus metrics, API keys and an audit log. It never touches
 //! engine state — only `EngineHandle`.
 
+pub mod admission;
 pub mod args;
 pub mod audit;
 pub mod auth;
@@ -15,6 +16,7 @@ mod record;
 pub mod shutdown;
 mod sse;
 pub mod state;
+mod tokenize_pool;
 
 pub use args::ServeArgs;
 pub use shutdown::{Reason, Shutdown};
@@ -202,12 +204,19 @@ impl Server {
         if args.audit_log_content {
             tracing::warn!("the audit log records prompt and completion text");
         }
-        let state = Arc::new(AppState::new(
-            auth,
-            metrics::Metrics::new(),
-            audit,
-            args.max_request_body_bytes,
-        ));
+        let state = Arc::new(
+            AppState::new(
+                auth,
+                metrics::Metrics::new(),
+                audit,
+                args.max_request_body_bytes,
+            )
+            .with_caps(admission::RequestCaps {
+                max_prompts: args.max_prompts_per_request.max(1),
+                max_n: args.max_n.max(1),
+                max_seqs: args.sched.max_num_seqs.max(1),
+            }),
+        );
         Ok(Self {
             state,
             listener,
