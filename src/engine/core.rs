@@ -173,7 +173,9 @@ impl Engine {
         let prompt_len = request.prompt_token_ids.len();
         let mut pending = Vec::new();
         for index in 0..params.n {
-            let seq = self.new_seq(request.prompt_token_ids.clone(), request.priority);
+            let seq = self
+                .new_seq(request.prompt_token_ids.clone(), request.priority)
+                .with_tenant(request.tenant.clone());
             self.choices.insert(
                 seq.id,
                 ChoiceState {

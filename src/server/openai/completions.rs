@@ -156,7 +156,8 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         &rec.id,
         ids,
         &sampling,
-        req.common.priority.unwrap_or(0),
+        params::priority(&req.common, rec.caller())?,
+        &rec.caller().key_name,
     )?;
     Ok(Prepared {
         streams,

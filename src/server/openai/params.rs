@@ -5,6 +5,7 @@
 use super::types::{CommonParams, StopInput};
 use crate::engine::SamplingParams;
 use crate::server::admission;
+use crate::server::auth::Caller;
 use crate::server::error::ApiError;
 use crate::tokenizer::Tokenizer;
 
@@ -36,6 +37,22 @@ pub fn non_negative(v: Option<i64>, param: &str) -> Result<Option<usize>, ApiErr
             param,
             format!("{param} must not be negative, got {x}"),
         )),
+    }
+}
+
+/// The request's `priority` (0 when absent). Only keys allowed it may set another value:
+/// a lower priority passes every other key's queue.
+pub fn priority(c: &CommonParams, caller: &Caller) -> Result<i32, ApiError> {
+    match c.priority {
+        None | Some(0) => Ok(0),
+        Some(_) if !caller.allow_priority => Err(ApiError::bad(
+            "priority",
+            format!(
+                "the key `{}` may not set priority (allow_priority in the keys file)",
+                caller.key_name
+            ),
+        )),
+        Some(p) => Ok(p),
     }
 }
 
