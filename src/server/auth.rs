@@ -235,11 +235,12 @@ fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>)
     let forwarded_for = req
         .headers()
         .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .map(super::audit::capped);
     audit.write(&AuditRecord {
         time: rfc3339(std::time::SystemTime::now()),
         request_id: &super::new_id("unauthorized"),
-        endpoint: req.uri().path(),
+        endpoint: super::audit::capped(req.uri().path()),
         key_name: None,
         model: None,
         client_addr: client_addr.map(|a| a.to_string()),
