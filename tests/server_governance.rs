@@ -211,3 +211,35 @@ async fn audit_log_content_is_opt_in() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn client_chosen_fields_are_capped_in_the_audit_log() {
+    let dir = temp_dir("audit-capped");
+    let audit = dir.join("audit.jsonl");
+    let s = TestServer::start(&["--audit-log", audit.to_str().unwrap()]);
+    let mut b = body("tiny", false);
+    b["user"] = json!("u".repeat(3_000_000));
+    let resp = reqwest::Client::new()
+        .post(s.url("/v1/completions"))
+        .header("x-forwarded-for", "f".repeat(10_000))
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let lines = loop {
+        let lines = audit_lines(&audit);
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["user"].as_str().unwrap().len(), 256);
+    assert_eq!(lines[0]["forwarded_for"].as_str().unwrap().len(), 256);
+    let raw = std::fs::read_to_string(&audit).unwrap();
+    assert!(raw.len() < 2048, "{} bytes", raw.len());
+    let _ = std::fs::remove_dir_all(dir);
+}

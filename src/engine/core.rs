@@ -26,7 +26,8 @@ pub struct EngineConfig {
     pub max_model_len: usize,
     pub scheduler: SchedulerConfig,
     pub enable_prefix_caching: bool,
-    /// Requests queued but not yet started beyond which submissions are refused (429).
+    /// Sequences waiting to start beyond which submissions are refused (429); sequences
+    /// that free running slots can take at once do not count.
     pub max_waiting_requests: usize,
     /// Seed of the RNG that seeds unseeded requests.
     pub seed: u64,
@@ -61,7 +62,6 @@ struct RequestState {
     unfinished: usize,
     /// Choices 1..n, waiting for choice 0's prompt to be computed so they can share it.
     pending_forks: Vec<Sequence>,
-    counted_as_waiting: bool,
     /// Prefill only; the output is the last token's hidden state.
     embed: bool,
 }
@@ -89,7 +89,11 @@ pub struct Engine {
     next_arrival: u64,
     rng: ChaCha8Rng,
     pub(super) stats: Arc<EngineStats>,
-    pub(super) waiting_count: Arc<AtomicUsize>,
+    /// Sequences submitted through the handle and not yet in the published `waiting` and
+    /// `running` gauges (the handle adds, [`Self::publish_stats`] subtracts).
+    pub(super) in_transit: Arc<AtomicUsize>,
+    /// Sequences added since the gauges were last published.
+    added_since_publish: usize,
 }
 
 /// One choice's update, gathered during a step and sent after.
@@ -127,7 +131,8 @@ impl Engine {
             next_seq: 0,
             next_arrival: 0,
             stats: Arc::new(EngineStats::default()),
-            waiting_count: Arc::new(AtomicUsize::new(0)),
+            in_transit: Arc::new(AtomicUsize::new(0)),
+            added_since_publish: 0,
         })
     }
 
@@ -171,7 +176,9 @@ impl Engine {
         let prompt_len = request.prompt_token_ids.len();
         let mut pending = Vec::new();
         for index in 0..params.n {
-            let seq = self.new_seq(request.prompt_token_ids.clone(), request.priority);
+            let seq = self
+                .new_seq(request.prompt_token_ids.clone(), request.priority)
+                .with_tenant(request.tenant.clone());
             self.choices.insert(
                 seq.id,
                 ChoiceState {
@@ -191,6 +198,7 @@ impl Engine {
             }
         }
         self.next_arrival += 1;
+        self.added_since_publish += params.n;
         self.requests.insert(
             key,
             RequestState {
@@ -207,7 +215,6 @@ impl Engine {
                 },
                 unfinished: params.n,
                 pending_forks: pending,
-                counted_as_waiting: true,
                 embed: request.embed,
             },
         );
@@ -230,9 +237,6 @@ impl Engine {
         for seq in self.seqs_of(key) {
             self.scheduler.remove(seq, &mut self.kv);
             self.choices.remove(&seq);
-        }
-        if req.counted_as_waiting {
-            self.waiting_count.fetch_sub(1, Ordering::Relaxed);
         }
         req.times.finished = Some(Instant::now());
         let msg = match error {
@@ -263,15 +267,23 @@ impl Engine {
         }
     }
 
-    pub(super) fn publish_stats(&self) {
+    /// Publishes the gauges; sequences added since the last time move from "in transit" to
+    /// them (counted twice for a moment rather than not at all, so admission never
+    /// over-admits).
+    pub(super) fn publish_stats(&mut self) {
+        let pending_forks: usize = self.requests.values().map(|r| r.pending_forks.len()).sum();
         self.stats.publish(StatsUpdate {
             running: self.scheduler.num_running(),
-            waiting: self.scheduler.num_waiting(),
+            waiting: self.scheduler.num_waiting() + pending_forks,
             free_blocks: self.kv.num_free_blocks(),
             total_blocks: self.kv.num_total_blocks(),
             prefix: self.kv.prefix_cache_stats(),
             preemptions: self.scheduler.num_preemptions(),
         });
+        let added = std::mem::take(&mut self.added_since_publish);
+        if added > 0 {
+            self.in_transit.fetch_sub(added, Ordering::Relaxed);
+        }
     }
 
     /// One engine step. Returns whether anything ran.
@@ -291,9 +303,6 @@ impl Engine {
             {
                 req.times.first_scheduled = Some(now);
                 req.num_cached_tokens = s.num_computed;
-                if std::mem::take(&mut req.counted_as_waiting) {
-                    self.waiting_count.fetch_sub(1, Ordering::Relaxed);
-                }
             }
         }
         let is_embed = |id: SeqId| {
@@ -459,6 +468,7 @@ impl Engine {
             let finished = u.finish.is_some();
             if finished {
                 req.unfinished -= 1;
+                self.stats.count_finished();
             }
             let last = finished && req.unfinished == 0;
             if last {

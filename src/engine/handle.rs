@@ -3,6 +3,7 @@
 //! aborts the request, and its blocks are freed at the next step.
 
 use super::core::Engine;
+use super::drain::DrainRate;
 use super::output::{FinishReason, RequestOutput, RequestTimes, StopReason, TokenLogprob};
 use super::request::Request;
 use super::stats::{EngineStats, StatsSnapshot};
@@ -20,8 +21,12 @@ pub enum EngineError {
         param: Option<String>,
         message: String,
     },
-    #[error("{waiting} requests are already waiting; retry later")]
-    QueueFull { waiting: usize },
+    /// `waiting` sequences are ahead; `retry_after` is when the queue should have drained.
+    #[error("{waiting} sequences are already waiting; retry later")]
+    QueueFull {
+        waiting: usize,
+        retry_after: std::time::Duration,
+    },
     #[error("the engine is not running")]
     NotRunning,
     #[error("internal engine error: {0}")]
@@ -58,6 +63,8 @@ pub struct EngineLimits {
     pub max_waiting_requests: usize,
     /// Width of the final hidden state (an embedding request's output).
     pub hidden_size: usize,
+    /// Sequences the scheduler runs at once (`--max-num-seqs`).
+    pub max_num_seqs: usize,
 }
 
 #[derive(Clone)]
@@ -66,7 +73,9 @@ pub struct EngineHandle {
     next_key: Arc<AtomicU64>,
     limits: EngineLimits,
     stats: Arc<EngineStats>,
-    waiting: Arc<AtomicUsize>,
+    /// Sequences submitted and not yet in the engine's published gauges.
+    in_transit: Arc<AtomicUsize>,
+    drain: Arc<DrainRate>,
     tokenizer: Arc<Tokenizer>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -81,10 +90,12 @@ impl EngineHandle {
             vocab_size: engine.model().config().vocab_size,
             max_waiting_requests: cfg.max_waiting_requests,
             hidden_size: engine.model().config().hidden_size,
+            max_num_seqs: cfg.scheduler.max_num_seqs,
         };
         let stats = engine.stats.clone();
-        let waiting = engine.waiting_count.clone();
+        let in_transit = engine.in_transit.clone();
         let tokenizer = engine.tokenizer().clone();
+        let mut engine = engine;
         engine.publish_stats();
         stats.set_alive(true);
         let thread = std::thread::Builder::new()
@@ -94,8 +105,9 @@ impl EngineHandle {
             tx,
             next_key: Arc::new(AtomicU64::new(1)),
             limits,
+            drain: Arc::new(DrainRate::new(stats.snapshot().finished)),
             stats,
-            waiting,
+            in_transit,
             tokenizer,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
@@ -117,9 +129,9 @@ impl EngineHandle {
         self.stats.snapshot().alive
     }
 
-    /// Requests accepted but not yet started.
+    /// Sequences waiting to start: those the engine reports, and those on their way to it.
     pub fn num_waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.stats.snapshot().waiting as usize + self.in_transit.load(Ordering::Relaxed)
     }
 
     /// Checks a request against the limits without submitting it.
@@ -181,14 +193,26 @@ impl EngineHandle {
         if !self.is_alive() {
             return Err(EngineError::NotRunning);
         }
-        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
-        if waiting >= self.limits.max_waiting_requests {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            return Err(EngineError::QueueFull { waiting });
+        // Admission counts sequences, and only those that will truly wait: free running
+        // slots take the first arrivals at once.
+        let n = req.params.n;
+        let s = self.stats.snapshot();
+        let free = self.limits.max_num_seqs.saturating_sub(s.running as usize);
+        let ahead = self.in_transit.fetch_add(n, Ordering::Relaxed) + s.waiting as usize;
+        if ahead + n > self.limits.max_waiting_requests.saturating_add(free) {
+            self.in_transit.fetch_sub(n, Ordering::Relaxed);
+            let queued = ahead.saturating_sub(free);
+            return Err(EngineError::QueueFull {
+                waiting: queued,
+                retry_after: self.drain.retry_after(
+                    ahead + n,
+                    self.limits.max_num_seqs,
+                    s.finished,
+                ),
+            });
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        let n = req.params.n;
         self.tx
             .send(Command::Add(Box::new(NewRequest {
                 key,
@@ -196,7 +220,7 @@ impl EngineHandle {
                 tx,
             })))
             .map_err(|_| {
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.in_transit.fetch_sub(n, Ordering::Relaxed);
                 EngineError::NotRunning
             })?;
         Ok(OutputStream {

@@ -3,6 +3,7 @@
 
 mod core;
 pub mod detokenizer;
+mod drain;
 mod handle;
 pub mod output;
 pub mod request;

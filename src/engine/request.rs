@@ -143,6 +143,9 @@ pub struct Request {
     pub params: SamplingParams,
     /// Lower is served first; ties in arrival order.
     pub priority: i32,
+    /// Whose request this is — an opaque name (the server passes the API key's name):
+    /// waiting requests are served round-robin across tenants.
+    pub tenant: std::sync::Arc<str>,
     pub arrival: Instant,
     /// An embedding request: the prompt is computed (prefill only) and the final hidden
     /// state of its last token is the output; nothing is sampled.
@@ -156,6 +159,7 @@ impl Request {
             prompt_token_ids,
             params,
             priority: 0,
+            tenant: std::sync::Arc::from(""),
             arrival: Instant::now(),
             embed: false,
         }

@@ -14,6 +14,7 @@ pub struct EngineStats {
     prefix_hits: AtomicU64,
     preemptions: AtomicU64,
     steps: AtomicU64,
+    finished: AtomicU64,
 }
 
 /// A copy of the gauges at one moment.
@@ -28,6 +29,8 @@ pub struct StatsSnapshot {
     pub prefix_hits: u64,
     pub preemptions: u64,
     pub steps: u64,
+    /// Sequences that ran to their end (for the queue's drain rate).
+    pub finished: u64,
 }
 
 impl StatsSnapshot {
@@ -62,6 +65,7 @@ impl EngineStats {
             prefix_hits: self.prefix_hits.load(Relaxed),
             preemptions: self.preemptions.load(Relaxed),
             steps: self.steps.load(Relaxed),
+            finished: self.finished.load(Relaxed),
         }
     }
 
@@ -77,6 +81,11 @@ impl EngineStats {
         self.prefix_queries.store(u.prefix.0, Relaxed);
         self.prefix_hits.store(u.prefix.1, Relaxed);
         self.preemptions.store(u.preemptions, Relaxed);
+    }
+
+    /// Counts a sequence that finished.
+    pub(crate) fn count_finished(&self) {
+        self.finished.fetch_add(1, Relaxed);
     }
 
     /// Counts a step; returns its 1-based number.

@@ -11,16 +11,19 @@
 //!    needs and the budget allows; when the cache is full the newest running sequence is
 //!    preempted (its blocks freed, recomputed later: its tokens are kept, so its output does
 //!    not change);
-//! 2. then waiting sequences in (priority, arrival) order, starting from their cached prefix,
-//!    as long as blocks and budget last. No waiting sequence is admitted in a step that had
-//!    to preempt.
+//! 2. then waiting sequences — the best priority first, then round-robin across tenants
+//!    (see [`wait_queue`]), each tenant's in arrival order — starting from their cached
+//!    prefix, as long as blocks and budget last. No waiting sequence is admitted in a step
+//!    that had to preempt.
 
 mod sequence;
+mod wait_queue;
 
 pub use sequence::{SeqStatus, Sequence};
 
 use crate::kv::{KvCacheManager, SeqId};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use wait_queue::WaitQueue;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -64,12 +67,10 @@ impl SchedulerOutput {
     }
 }
 
-type WaitKey = (i32, u64, SeqId);
-
 pub struct Scheduler {
     config: SchedulerConfig,
     seqs: HashMap<SeqId, Sequence>,
-    waiting: BTreeSet<WaitKey>,
+    waiting: WaitQueue,
     /// Kept sorted by (priority, arrival): preemption victims come from the end.
     running: Vec<SeqId>,
     num_preemptions: u64,
@@ -80,7 +81,7 @@ impl Scheduler {
         Self {
             config,
             seqs: HashMap::new(),
-            waiting: BTreeSet::new(),
+            waiting: WaitQueue::default(),
             running: Vec::new(),
             num_preemptions: 0,
         }
@@ -113,14 +114,14 @@ impl Scheduler {
     /// Queues a sequence. A sequence that already holds blocks (a forked n > 1 choice) keeps
     /// its `num_computed`.
     pub fn add(&mut self, seq: Sequence) {
-        self.waiting.insert(seq.wait_key());
+        self.waiting.insert(&seq.tenant, seq.wait_key());
         self.seqs.insert(seq.id, seq);
     }
 
     /// Removes a sequence (finished or aborted) and frees its blocks.
     pub fn remove(&mut self, id: SeqId, kv: &mut KvCacheManager) -> Option<Sequence> {
         let seq = self.seqs.remove(&id)?;
-        self.waiting.remove(&seq.wait_key());
+        self.waiting.remove(&seq.tenant, &seq.wait_key());
         self.running.retain(|&r| r != id);
         kv.free(id);
         Some(seq)
@@ -168,7 +169,7 @@ impl Scheduler {
 
         if out.preempted.is_empty() {
             while budget > 0 && self.running.len() < self.config.max_num_seqs {
-                let Some(&key) = self.waiting.first() else {
+                let Some((key, tenant)) = self.waiting.first() else {
                     break;
                 };
                 let id = key.2;
@@ -205,7 +206,7 @@ impl Scheduler {
                 }
                 seq.num_computed = num_computed;
                 seq.status = SeqStatus::Running;
-                self.waiting.remove(&key);
+                self.waiting.admit(&tenant, &key);
                 let pos = self
                     .running
                     .partition_point(|r| self.seqs[r].wait_key() < key);
@@ -245,7 +246,7 @@ impl Scheduler {
             seq.num_computed = 0;
             seq.num_preemptions += 1;
             seq.status = SeqStatus::Waiting;
-            self.waiting.insert(seq.wait_key());
+            self.waiting.insert(&seq.tenant, seq.wait_key());
         }
         self.num_preemptions += 1;
     }

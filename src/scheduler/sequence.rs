@@ -1,4 +1,8 @@
 use crate::kv::SeqId;
+use std::sync::Arc;
+
+/// Waiting order within a tenant: (priority, arrival, id).
+pub(crate) type WaitKey = (i32, u64, SeqId);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqStatus {
@@ -19,6 +23,9 @@ pub struct Sequence {
     /// Monotonic admission order.
     pub arrival: u64,
     pub status: SeqStatus,
+    /// Whose sequence this is (opaque to the scheduler; the server's API key name): waiting
+    /// sequences are served round-robin across tenants.
+    pub tenant: Arc<str>,
     pub num_preemptions: u32,
     pub(crate) prefix_lookup_recorded: bool,
 }
@@ -33,12 +40,19 @@ impl Sequence {
             priority,
             arrival,
             status: SeqStatus::Waiting,
+            tenant: Arc::from(""),
             num_preemptions: 0,
             prefix_lookup_recorded: false,
         }
     }
 
-    pub(crate) fn wait_key(&self) -> (i32, u64, SeqId) {
+    /// The same sequence on behalf of `tenant`.
+    pub fn with_tenant(mut self, tenant: Arc<str>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    pub(crate) fn wait_key(&self) -> WaitKey {
         (self.priority, self.arrival, self.id)
     }
 

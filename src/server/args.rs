@@ -3,6 +3,7 @@
 
 use crate::config::{CacheArgs, ModelArgs, PoolingArgs, SchedulerArgs, parse_bytes};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -54,7 +55,56 @@ pub struct ServeArgs {
     /// Largest request body accepted (413 beyond), e.g. 4MiB.
     #[arg(long, default_value = "4MiB", value_parser = parse_bytes, env = "INDUS_MAX_REQUEST_BODY_BYTES")]
     pub max_request_body_bytes: usize,
+    /// Seconds a client has to send a whole request head, from its first byte (the
+    /// connection is closed after).
+    #[arg(long, default_value = "10", value_parser = parse_secs, env = "INDUS_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Duration,
+    /// Seconds a client has to send a whole request body once its head is in (408 after).
+    #[arg(long, default_value = "30", value_parser = parse_secs, env = "INDUS_HTTP_BODY_TIMEOUT")]
+    pub http_body_timeout: Duration,
+    /// Seconds a connection may stay open without a request in progress (before its first
+    /// request, and between requests).
+    #[arg(long, default_value = "15", value_parser = parse_secs, env = "INDUS_HTTP_KEEP_ALIVE_TIMEOUT")]
+    pub http_keep_alive_timeout: Duration,
+    /// Open connections at most (lowered to what the open-file limit allows). At the cap the
+    /// longest-idle connection is closed for a new one; when all serve requests, new ones get
+    /// a 503.
+    #[arg(long, default_value_t = 2048, env = "INDUS_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Prompts one /v1/completions request may carry (400 beyond).
+    #[arg(long, default_value_t = 128, env = "INDUS_MAX_PROMPTS_PER_REQUEST")]
+    pub max_prompts_per_request: usize,
+    /// Largest `n` (choices per prompt) a request may ask for (400 beyond); prompts × n is
+    /// also capped by --max-num-seqs.
+    #[arg(long, default_value_t = 128, env = "INDUS_MAX_N")]
+    pub max_n: usize,
     /// Only 1 is supported today (accepted for compatibility with vllm serve and the Helm chart).
     #[arg(long, default_value_t = 1, env = "INDUS_TENSOR_PARALLEL_SIZE")]
     pub tensor_parallel_size: usize,
+}
+
+/// Seconds, possibly fractional (`0.5`), as a duration; at least one millisecond.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.001..=86_400.0 * 365.0).contains(&v) {
+        return Err(format!("`{s}` seconds is out of range"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_secs("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_secs("0.25").unwrap(), Duration::from_millis(250));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("x").is_err());
+    }
 }

@@ -72,6 +72,18 @@ impl AuditLog {
     }
 }
 
+/// Characters of a client-chosen field (`user`, forwarded headers, a rejected path) kept in
+/// the audit log: a client must not be able to write megabyte lines into it.
+pub const MAX_FIELD_CHARS: usize = 256;
+
+/// `s` cut to [`MAX_FIELD_CHARS`] characters.
+pub fn capped(s: &str) -> &str {
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 /// `t` as RFC 3339 UTC with milliseconds, e.g. `2025-01-31T12:00:00.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -100,6 +112,13 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn client_fields_are_capped_on_char_boundaries() {
+        assert_eq!(capped("u-42"), "u-42");
+        let long = "é".repeat(1000);
+        assert_eq!(capped(&long).chars().count(), MAX_FIELD_CHARS);
+    }
 
     #[test]
     fn formats_rfc3339() {

@@ -22,6 +22,8 @@ pub struct ApiKey {
     key: Vec<u8>,
     /// Models this key may use; `None` means all.
     pub models: Option<Arc<[String]>>,
+    /// Whether requests with this key may set `priority` (and so pass other keys' queues).
+    pub allow_priority: bool,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -29,6 +31,7 @@ impl std::fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("name", &self.name)
             .field("models", &self.models)
+            .field("allow_priority", &self.allow_priority)
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +53,8 @@ struct KeyEntry {
     key: String,
     #[serde(default)]
     models: Option<Vec<String>>,
+    #[serde(default)]
+    allow_priority: bool,
 }
 
 impl std::fmt::Debug for KeyEntry {
@@ -76,6 +81,9 @@ pub struct Caller {
     pub key_name: Arc<str>,
     pub models: Option<Arc<[String]>>,
     pub client_addr: Option<SocketAddr>,
+    /// May set a non-zero `priority` (keys with `allow_priority = true`; everyone when the
+    /// API is open, as there are no tenants to protect from each other).
+    pub allow_priority: bool,
 }
 
 impl Caller {
@@ -98,6 +106,7 @@ impl Auth {
                 name: format!("key-{}", i + 1).into(),
                 key: k.as_bytes().to_vec(),
                 models: None,
+                allow_priority: false,
             });
         }
         if let Some(path) = file {
@@ -109,6 +118,7 @@ impl Auth {
                     name: e.name.into(),
                     key: e.key.trim().as_bytes().to_vec(),
                     models: e.models.map(Into::into),
+                    allow_priority: e.allow_priority,
                 });
             }
         }
@@ -196,6 +206,7 @@ pub async fn require_key(
                 key_name: k.name.clone(),
                 models: k.models.clone(),
                 client_addr,
+                allow_priority: k.allow_priority,
             },
             None => {
                 st.metrics.count_rejected("401");
@@ -209,6 +220,7 @@ pub async fn require_key(
             key_name: ANONYMOUS.into(),
             models: None,
             client_addr,
+            allow_priority: true,
         }
     };
     req.extensions_mut().insert(caller);
@@ -223,11 +235,12 @@ fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>)
     let forwarded_for = req
         .headers()
         .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .map(super::audit::capped);
     audit.write(&AuditRecord {
         time: rfc3339(std::time::SystemTime::now()),
         request_id: &super::new_id("unauthorized"),
-        endpoint: req.uri().path(),
+        endpoint: super::audit::capped(req.uri().path()),
         key_name: None,
         model: None,
         client_addr: client_addr.map(|a| a.to_string()),
@@ -273,6 +286,7 @@ mod tests {
         assert_eq!(&*k.name, "team-a");
         assert_eq!(k.models.as_deref(), Some(&["m".to_string()][..]));
         assert!(a.check(b"sk-b").unwrap().models.is_none());
+        assert!(!k.allow_priority);
         let j = dir.join("keys.json");
         std::fs::write(&j, r#"{"keys":[{"name":"j","key":"sk-j"}]}"#).unwrap();
         assert_eq!(

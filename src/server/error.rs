@@ -26,12 +26,24 @@ pub enum ApiError {
     /// 405
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408: the request body did not arrive within --http-body-timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413: the body is over --max-request-body-bytes.
     #[error("the request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
-    /// 429: the waiting queue is full (--max-waiting-requests).
+    /// 429: a queue is full (an encoder's --max-concurrent-embedding-requests).
     #[error("the server is overloaded ({0} requests waiting); retry later")]
     QueueFull(usize),
+    /// 429: the engine's waiting queue is full (--max-waiting-requests, in sequences);
+    /// `retry_after_secs` is the queue's expected drain time, jittered.
+    #[error(
+        "the server is overloaded ({waiting} sequences waiting); retry in about {retry_after_secs} s"
+    )]
+    Overloaded {
+        waiting: usize,
+        retry_after_secs: u64,
+    },
     /// 503: the model is still loading, the engine stopped, or the server is shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -55,8 +67,11 @@ pub struct ErrorDetail {
     pub code: Option<&'static str>,
 }
 
-/// Seconds a client is told to wait after a 429.
-pub const RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a client is told to wait after a 429 with no drain estimate: 1 or 2 at random, so
+/// refused clients do not all come back together.
+fn short_retry_after() -> u64 {
+    1 + u64::from(rand::random::<bool>())
+}
 
 impl ApiError {
     pub fn bad(param: &str, message: impl Into<String>) -> Self {
@@ -72,8 +87,9 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull(_) | Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,8 +106,11 @@ impl ApiError {
             ),
             Self::NotFound(_) => ("invalid_request_error", Some("not_found"), None),
             Self::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed"), None),
+            Self::RequestTimeout(_) => ("invalid_request_error", Some("request_timeout"), None),
             Self::PayloadTooLarge(_) => ("invalid_request_error", Some("request_too_large"), None),
-            Self::QueueFull(_) => ("rate_limit_error", Some("rate_limit_exceeded"), None),
+            Self::QueueFull(_) | Self::Overloaded { .. } => {
+                ("rate_limit_error", Some("rate_limit_exceeded"), None)
+            }
             Self::Unavailable(_) => (
                 "service_unavailable_error",
                 Some("service_unavailable"),
@@ -121,7 +140,12 @@ impl IntoResponse for ApiError {
         let headers = resp.headers_mut();
         match self {
             Self::QueueFull(_) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(short_retry_after()));
+            }
+            Self::Overloaded {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -136,7 +160,13 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::InvalidRequest { param, message } => Self::BadRequest { message, param },
-            EngineError::QueueFull { waiting } => Self::QueueFull(waiting),
+            EngineError::QueueFull {
+                waiting,
+                retry_after,
+            } => Self::Overloaded {
+                waiting,
+                retry_after_secs: retry_after.as_secs_f64().round().max(1.0) as u64,
+            },
             EngineError::NotRunning => Self::Unavailable("the engine is not running".into()),
             EngineError::Internal(m) => Self::Internal(m),
         }
@@ -152,10 +182,14 @@ mod tests {
         let e: ApiError = EngineError::invalid("temperature", "bad").into();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(e.body().error.param.as_deref(), Some("temperature"));
-        let e: ApiError = EngineError::QueueFull { waiting: 3 }.into();
+        let e: ApiError = EngineError::QueueFull {
+            waiting: 3,
+            retry_after: std::time::Duration::from_millis(7400),
+        }
+        .into();
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         let resp = e.into_response();
-        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
         let e: ApiError = EngineError::NotRunning.into();
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         let e: ApiError = EngineError::Internal("x".into()).into();

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::record::RequestRecord;
 use super::state::Loaded;
 use crate::engine::{CompletedRequest, OutputStream, Request, SamplingParams};
+use std::sync::Arc;
 
 /// Validates every prompt first (so a bad second prompt never starts the first), then
 /// submits them all. On an error the streams already submitted are dropped, aborting them.
@@ -15,6 +16,7 @@ pub fn submit(
     prompts: Vec<Vec<u32>>,
     params: &SamplingParams,
     priority: i32,
+    tenant: &Arc<str>,
 ) -> Result<Vec<OutputStream>, ApiError> {
     let many = prompts.len() > 1;
     let mut requests = Vec::with_capacity(prompts.len());
@@ -26,6 +28,7 @@ pub fn submit(
         };
         let mut r = Request::new(rid, ids, params.clone());
         r.priority = priority;
+        r.tenant = tenant.clone();
         loaded.engine.validate(&r)?;
         requests.push(r);
     }

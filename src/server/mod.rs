@@ -2,10 +2,12 @@
 //! health, readiness, Prometheus metrics, API keys and an audit log. It never touches
 //! engine state — only `EngineHandle`.
 
+pub mod admission;
 pub mod args;
 pub mod audit;
 pub mod auth;
 mod body;
+pub mod conn;
 pub mod error;
 mod generate;
 pub mod metrics;
@@ -14,6 +16,7 @@ mod record;
 pub mod shutdown;
 mod sse;
 pub mod state;
+mod tokenize_pool;
 
 pub use args::ServeArgs;
 pub use shutdown::{Reason, Shutdown};
@@ -148,6 +151,7 @@ pub struct Server {
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     served_names: Vec<String>,
+    conn_limits: conn::ConnLimits,
 }
 
 impl Server {
@@ -165,6 +169,32 @@ impl Server {
                     .with_context(|| format!("cannot open the audit log {}", p.display()))
             })
             .transpose()?;
+        let fds = conn::fd_limit::raise_nofile_limit();
+        let max_connections =
+            conn::fd_limit::connection_cap(args.max_connections, fds.map(|f| f.soft));
+        match fds {
+            Some(f) => tracing::info!(
+                soft_before = f.soft_before,
+                soft = f.soft,
+                hard = f.hard,
+                max_connections,
+                "open-file limit"
+            ),
+            None => tracing::info!(max_connections, "open-file limit unknown"),
+        }
+        if max_connections < args.max_connections {
+            tracing::warn!(
+                requested = args.max_connections,
+                max_connections,
+                "--max-connections lowered to fit the open-file limit"
+            );
+        }
+        let conn_limits = conn::ConnLimits {
+            header_timeout: args.http_header_timeout,
+            body_timeout: args.http_body_timeout,
+            keep_alive_timeout: args.http_keep_alive_timeout,
+            max_connections,
+        };
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -176,12 +206,19 @@ impl Server {
         if args.audit_log_content {
             tracing::warn!("the audit log records prompt and completion text");
         }
-        let state = Arc::new(AppState::new(
-            auth,
-            metrics::Metrics::new(),
-            audit,
-            args.max_request_body_bytes,
-        ));
+        let state = Arc::new(
+            AppState::new(
+                auth,
+                metrics::Metrics::new(),
+                audit,
+                args.max_request_body_bytes,
+            )
+            .with_caps(admission::RequestCaps {
+                max_prompts: args.max_prompts_per_request.max(1),
+                max_n: args.max_n.max(1),
+                max_seqs: args.sched.max_num_seqs.max(1),
+            }),
+        );
         Ok(Self {
             state,
             listener,
@@ -193,6 +230,7 @@ impl Server {
                 .filter(|n| !n.is_empty())
                 .cloned()
                 .collect(),
+            conn_limits,
         })
     }
 
@@ -221,28 +259,11 @@ impl Server {
             shutdown,
             shutdown_timeout,
             served_names,
+            conn_limits,
         } = self;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
-        let graceful = {
-            let s = shutdown.clone();
-            async move {
-                s.wait().await;
-            }
-        };
-        let server = tokio::spawn(
-            axum::serve(
-                // Stream chunks go out as soon as they are written: without TCP_NODELAY,
-                // Nagle holds the first small SSE events behind the peer's delayed ACK
-                // (measured: +20 ms on time-to-first-token at concurrency 1).
-                axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(graceful)
-            .into_future(),
-        );
+        let server = tokio::spawn(conn::serve(listener, app, conn_limits, shutdown.clone()));
         tracing::info!(%addr, "listening; loading the model");
 
         let loading = tokio::task::spawn_blocking(load);
@@ -308,8 +329,7 @@ impl Server {
         );
         let abort = server.abort_handle();
         match tokio::time::timeout(shutdown_timeout, server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("drained"),
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error while draining"),
+            Ok(Ok(())) => tracing::info!("drained"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => {
                 tracing::warn!("shutdown timeout reached; dropping the requests still in flight");

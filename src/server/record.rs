@@ -48,7 +48,7 @@ impl RequestRecord {
         let forwarded_for = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect());
+            .map(|s| super::audit::capped(s).to_string());
         Self {
             state: state.clone(),
             id,
@@ -180,7 +180,7 @@ impl RequestRecord {
                 model: self.model.as_deref(),
                 client_addr: self.caller.client_addr.map(|a| a.to_string()),
                 forwarded_for: self.forwarded_for.as_deref(),
-                user: self.user.as_deref(),
+                user: self.user.as_deref().map(super::audit::capped),
                 stream: self.stream,
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.completion_tokens,

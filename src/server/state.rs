@@ -1,9 +1,11 @@
 //! What every handler shares: the engine handle (once loaded), keys, metrics, audit log.
 
+use super::admission::RequestCaps;
 use super::audit::AuditLog;
 use super::auth::{Auth, Caller};
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::tokenize_pool::TokenizePool;
 use crate::embed::{PoolingHandle, PoolingInfo, PoolingTask};
 use crate::engine::EngineHandle;
 use std::sync::OnceLock;
@@ -43,6 +45,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub audit: Option<AuditLog>,
     pub max_body_bytes: usize,
+    /// Per-request caps on prompts and choices, checked before tokenizing.
+    pub caps: RequestCaps,
+    /// Where prompts are tokenized and chat templates rendered (off the async runtime).
+    pub tokenize_pool: TokenizePool,
     draining: AtomicBool,
 }
 
@@ -61,8 +67,16 @@ impl AppState {
             metrics,
             audit,
             max_body_bytes,
+            caps: RequestCaps::default(),
+            tokenize_pool: TokenizePool::per_core(),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Sets the per-request caps (`--max-prompts-per-request`, `--max-n`, `--max-num-seqs`).
+    pub fn with_caps(mut self, caps: RequestCaps) -> Self {
+        self.caps = caps;
+        self
     }
 
     /// Marks the models loaded (a chat model, encoders, or both); the server is ready from

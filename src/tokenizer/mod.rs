@@ -34,6 +34,9 @@ pub struct Tokenizer {
     eos: Option<(String, u32)>,
     eos_token_ids: Vec<u32>,
     chat_template: Option<ChatTemplate>,
+    /// Bytes of the longest vocabulary entry: no token covers more text, which bounds the
+    /// tokens of a text from below by its length (checked before tokenizing huge prompts).
+    max_token_bytes: usize,
 }
 
 /// A special token in tokenizer_config.json: a string or an AddedToken object.
@@ -126,7 +129,14 @@ impl Tokenizer {
                 )
             })
             .transpose()?;
+        let max_token_bytes = inner
+            .get_vocab(true)
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(1);
         Ok(Self {
+            max_token_bytes,
             inner,
             add_bos,
             bos,
@@ -134,6 +144,11 @@ impl Tokenizer {
             eos_token_ids,
             chat_template,
         })
+    }
+
+    /// Bytes of the longest vocabulary entry (a bound on the text one token covers).
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Whether [`Self::encode`] with special tokens prepends BOS.

@@ -42,9 +42,31 @@ impl TestServer {
 
     /// `indus serve MODEL` (any model directory) with [`SMALL`] and `extra` flags.
     pub fn start_model(model: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_cmd(Command::new(env!("CARGO_BIN_EXE_indus")), model, extra, env)
+    }
+
+    /// The tiny fixture server run under `ulimit -n limit` (soft and hard), as on a host
+    /// whose open-file limit cannot be raised.
+    pub fn start_with_fd_limit(limit: u64, extra: &[&str]) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_indus"),
+        ]);
+        Self::start_cmd(cmd, &indus::loader::repo_fixture("tiny-llama"), extra, &[])
+    }
+
+    /// `cmd` (the binary, or a wrapper exec'ing it with the arguments that follow) with
+    /// `serve MODEL`, [`SMALL`] and `extra`.
+    fn start_cmd(
+        mut cmd: Command,
+        model: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         init_tls();
         let model = model.to_path_buf();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_indus"));
         cmd.arg("serve")
             .arg(&model)
             .args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])

@@ -7,6 +7,7 @@ use super::types::{
     ChatRequest, ChatResponse, MessageContent, Usage,
 };
 use crate::engine::{OutputStream, RequestOutput};
+use crate::server::admission;
 use crate::server::auth::Caller;
 use crate::server::error::ApiError;
 use crate::server::record::RequestRecord;
@@ -133,6 +134,19 @@ pub fn to_template_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessag
         .collect()
 }
 
+/// Countable bytes of a message's text (see [`admission::countable_bytes`]).
+fn content_bytes(m: &ChatMessageIn) -> usize {
+    match &m.content {
+        None => 0,
+        Some(MessageContent::Text(t)) => admission::countable_bytes(t),
+        Some(MessageContent::Parts(parts)) => parts
+            .iter()
+            .filter_map(|p| p.text.as_deref())
+            .map(admission::countable_bytes)
+            .sum(),
+    }
+}
+
 /// The prompt token ids of a conversation rendered with the model's chat template.
 pub fn render(
     tok: &Tokenizer,
@@ -155,7 +169,7 @@ pub fn render(
 }
 
 async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<Prepared, ApiError> {
-    let req: ChatRequest = body::read_json(body, st.max_body_bytes).await?;
+    let mut req: ChatRequest = body::read_json(body, st.max_body_bytes).await?;
     rec.user = req.common.user.clone();
     rec.stream = req.common.stream == Some(true);
     let loaded = st.ready_engine()?;
@@ -186,12 +200,26 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         }
         (false, _) => None,
     };
+    st.caps
+        .check(1, params::positive(req.common.n, "n")?.unwrap_or(1))?;
     let tokenizer = loaded.engine.tokenizer().clone();
-    let ids = render(
-        &tokenizer,
-        &req.messages,
-        req.add_generation_prompt.unwrap_or(true),
+    let max_len = loaded.engine.limits().max_model_len;
+    admission::check_prompt_bytes(
+        req.messages.iter().map(content_bytes).sum(),
+        admission::max_prompt_bytes(max_len, tokenizer.max_token_bytes()),
+        max_len,
+        "messages",
     )?;
+    if rec.wants_content() {
+        rec.prompt_content = serde_json::to_value(&req.messages).ok();
+    }
+    let messages = std::mem::take(&mut req.messages);
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let tok = tokenizer.clone();
+    let ids = st
+        .tokenize_pool
+        .run(move || render(&tok, &messages, add_generation_prompt))
+        .await?;
     let max_tokens = match params::positive(req.max_completion_tokens, "max_completion_tokens")? {
         Some(m) => m,
         None => params::positive(req.common.max_tokens, "max_tokens")?.unwrap_or_else(|| {
@@ -205,15 +233,13 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         }),
     };
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
-    if rec.wants_content() {
-        rec.prompt_content = serde_json::to_value(&req.messages).ok();
-    }
     let streams = generate::submit(
         loaded,
         &rec.id,
         vec![ids],
         &sampling,
-        req.common.priority.unwrap_or(0),
+        params::priority(&req.common, rec.caller())?,
+        &rec.caller().key_name,
     )?;
     Ok(Prepared {
         streams,

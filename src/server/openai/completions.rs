@@ -6,6 +6,7 @@ use super::types::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage,
 };
 use crate::engine::{OutputStream, RequestOutput};
+use crate::server::admission;
 use crate::server::auth::Caller;
 use crate::server::error::ApiError;
 use crate::server::record::RequestRecord;
@@ -106,7 +107,7 @@ fn reject(rec: RequestRecord, e: ApiError) -> Response {
 }
 
 async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<Prepared, ApiError> {
-    let req: CompletionRequest = body::read_json(body, st.max_body_bytes).await?;
+    let mut req: CompletionRequest = body::read_json(body, st.max_body_bytes).await?;
     rec.user = req.common.user.clone();
     rec.stream = req.common.stream == Some(true);
     let loaded = st.ready_engine()?;
@@ -137,18 +138,27 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     let max_tokens =
         params::positive(req.common.max_tokens, "max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
-    let tokenizer = loaded.engine.tokenizer().clone();
-    let prompts = params::parse_prompts(&req.prompt, &tokenizer)?;
+    st.caps.check(params::prompt_count(&req.prompt), n)?;
     if rec.wants_content() {
         rec.prompt_content = Some(req.prompt.clone());
     }
+    let tokenizer = loaded.engine.tokenizer().clone();
+    let max_len = loaded.engine.limits().max_model_len;
+    let max_bytes = admission::max_prompt_bytes(max_len, tokenizer.max_token_bytes());
+    let prompt = std::mem::take(&mut req.prompt);
+    let tok = tokenizer.clone();
+    let prompts = st
+        .tokenize_pool
+        .run(move || params::parse_prompts(&prompt, &tok, max_bytes, max_len))
+        .await?;
     let ids = prompts.iter().map(|p| p.ids.clone()).collect();
     let streams = generate::submit(
         loaded,
         &rec.id,
         ids,
         &sampling,
-        req.common.priority.unwrap_or(0),
+        params::priority(&req.common, rec.caller())?,
+        &rec.caller().key_name,
     )?;
     Ok(Prepared {
         streams,

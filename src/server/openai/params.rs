@@ -4,6 +4,8 @@
 
 use super::types::{CommonParams, StopInput};
 use crate::engine::SamplingParams;
+use crate::server::admission;
+use crate::server::auth::Caller;
 use crate::server::error::ApiError;
 use crate::tokenizer::Tokenizer;
 
@@ -35,6 +37,22 @@ pub fn non_negative(v: Option<i64>, param: &str) -> Result<Option<usize>, ApiErr
             param,
             format!("{param} must not be negative, got {x}"),
         )),
+    }
+}
+
+/// The request's `priority` (0 when absent). Only keys allowed it may set another value:
+/// a lower priority passes every other key's queue.
+pub fn priority(c: &CommonParams, caller: &Caller) -> Result<i32, ApiError> {
+    match c.priority {
+        None | Some(0) => Ok(0),
+        Some(_) if !caller.allow_priority => Err(ApiError::bad(
+            "priority",
+            format!(
+                "the key `{}` may not set priority (allow_priority in the keys file)",
+                caller.key_name
+            ),
+        )),
+        Some(p) => Ok(p),
     }
 }
 
@@ -96,6 +114,22 @@ pub fn sampling_params(
     })
 }
 
+/// How many prompts a completions `prompt` holds, without parsing them: an array of strings
+/// or of token-id arrays is that many; anything else one.
+pub fn prompt_count(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(items)
+            if matches!(
+                items.first(),
+                Some(serde_json::Value::String(_) | serde_json::Value::Array(_))
+            ) =>
+        {
+            items.len()
+        }
+        _ => 1,
+    }
+}
+
 fn token_id(v: &serde_json::Value) -> Option<u32> {
     v.as_u64().and_then(|x| u32::try_from(x).ok())
 }
@@ -116,9 +150,23 @@ fn token_ids(items: &[serde_json::Value]) -> Result<Vec<u32>, ApiError> {
 
 /// The completions `prompt`: a string, an array of strings, an array of token ids, or an
 /// array of token-id arrays. Text is tokenized with the model's special tokens (BOS).
-pub fn parse_prompts(v: &serde_json::Value, tok: &Tokenizer) -> Result<Vec<Prompt>, ApiError> {
+///
+/// A text prompt over `max_bytes` countable bytes cannot fit `max_model_len` tokens and is
+/// refused before it is tokenized (see [`admission::max_prompt_bytes`]).
+pub fn parse_prompts(
+    v: &serde_json::Value,
+    tok: &Tokenizer,
+    max_bytes: usize,
+    max_model_len: usize,
+) -> Result<Vec<Prompt>, ApiError> {
     use serde_json::Value;
     let encode = |s: &str| -> Result<Prompt, ApiError> {
+        admission::check_prompt_bytes(
+            admission::countable_bytes(s),
+            max_bytes,
+            max_model_len,
+            "prompt",
+        )?;
         let ids = tok
             .encode(s, true)
             .map_err(|e| ApiError::bad("prompt", e.to_string()))?;
