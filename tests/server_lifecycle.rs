@@ -112,18 +112,35 @@ async fn sigterm_drains_the_stream_in_flight_then_exits_zero() {
     let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
     s.terminate();
 
-    // New connections are refused soon after the signal.
+    // The listener stays open while draining: /ready turns 503 at once, and a new
+    // request gets a fast 503 in OpenAI's shape with Retry-After (to go to another replica).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if tokio::net::TcpStream::connect(s.addr).await.is_err() {
+        let ready = reqwest::get(s.url("/ready"))
+            .await
+            .expect("the listener is open");
+        if ready.status() == 503 {
+            assert_error_shape(&ready.json().await.unwrap());
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "still accepting connections after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "/ready still 200 after SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (status, headers, err) = post_json(
+        &s.url("/v1/completions"),
+        &json!({"prompt": "hi", "max_tokens": 2}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(
+        assert_error_shape(&err)["type"],
+        "service_unavailable_error"
+    );
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(headers["connection"], "close");
+    assert_eq!(reqwest::get(s.url("/health")).await.unwrap().status(), 200);
     // The stream in flight runs to its end.
     while let Some(chunk) = body.next().await {
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
@@ -142,6 +159,8 @@ async fn sigterm_drains_the_stream_in_flight_then_exits_zero() {
     assert!(logs.contains("drained"), "{logs}");
 }
 
+/// Requests still running at the shutdown timeout are cut cleanly: a stream gets an error
+/// event and `[DONE]`, a non-streamed request a 503 in OpenAI's shape.
 #[tokio::test]
 async fn shutdown_timeout_cuts_requests_that_run_too_long() {
     let mut s = TestServer::start(&["--max-model-len", "1024", "--shutdown-timeout", "1"]);
@@ -153,6 +172,13 @@ async fn shutdown_timeout_cuts_requests_that_run_too_long() {
         .unwrap();
     let mut body = resp.bytes_stream();
     body.next().await.unwrap().unwrap();
+    let url = s.url("/v1/completions");
+    let plain = tokio::spawn(async move {
+        let body = json!({"prompt": "x", "max_tokens": 1000, "ignore_eos": true});
+        post_json(&url, &body, None).await
+    });
+    s.wait_metric(RUNNING, Duration::from_secs(5), |v| v == 2.0)
+        .await;
     let started = Instant::now();
     s.terminate();
     let status = s
@@ -162,12 +188,24 @@ async fn shutdown_timeout_cuts_requests_that_run_too_long() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     assert!(waited < Duration::from_secs(8), "{waited:?}");
-    // The stream was cut without [DONE].
+    // The stream was cut with an error event, then [DONE]; it did not run to its end.
     let mut rest = String::new();
-    while let Some(Ok(chunk)) = body.next().await {
-        rest.push_str(&String::from_utf8_lossy(&chunk));
+    while let Some(chunk) = body.next().await {
+        rest.push_str(&String::from_utf8_lossy(
+            &chunk.expect("the stream ends cleanly"),
+        ));
     }
-    assert!(!rest.contains("[DONE]"));
+    let events = sse_data(&rest);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{rest}");
+    let error: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(
+        assert_error_shape(&error)["type"],
+        "service_unavailable_error"
+    );
+    assert!(!rest.contains("\"usage\""), "{rest}");
+    let (status, _, err) = plain.await.unwrap();
+    assert_eq!(status, 503, "{err}");
+    assert_error_shape(&err);
     assert!(s.logs().join("\n").contains("shutdown timeout"));
 }
 

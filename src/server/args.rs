@@ -42,7 +42,8 @@ pub struct ServeArgs {
     /// TOML or JSON file of named keys: `[[keys]] name = "team-a" key = "sk-..." models = ["m"]`.
     #[arg(long, env = "INDUS_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT (new requests get 503
+    /// meanwhile); those still running then are cut (a stream ends with an error event).
     #[arg(long, default_value_t = 30, env = "INDUS_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: u64,
     /// Append one JSON line per request to this file (no prompt or completion text unless

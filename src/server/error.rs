@@ -44,9 +44,17 @@ pub enum ApiError {
         waiting: usize,
         retry_after_secs: u64,
     },
-    /// 503: the model is still loading, the engine stopped, or the server is shutting down.
+    /// 503: the model is still loading or the engine stopped.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: the server is draining after SIGTERM; another replica (or
+    /// this one's successor) will answer.
+    #[error("the server is shutting down; retry the request")]
+    ShuttingDown,
+    /// 503 (an error event on a stream): the request was still running when
+    /// --shutdown-timeout passed.
+    #[error("the server shut down before the request finished (--shutdown-timeout)")]
+    CutAtShutdown,
     /// 500
     #[error("{0}")]
     Internal(String),
@@ -90,7 +98,9 @@ impl ApiError {
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::QueueFull(_) | Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ShuttingDown | Self::CutAtShutdown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,7 +121,7 @@ impl ApiError {
             Self::QueueFull(_) | Self::Overloaded { .. } => {
                 ("rate_limit_error", Some("rate_limit_exceeded"), None)
             }
-            Self::Unavailable(_) => (
+            Self::Unavailable(_) | Self::ShuttingDown | Self::CutAtShutdown => (
                 "service_unavailable_error",
                 Some("service_unavailable"),
                 None,
@@ -139,7 +149,7 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), axum::Json(self.body())).into_response();
         let headers = resp.headers_mut();
         match self {
-            Self::QueueFull(_) => {
+            Self::QueueFull(_) | Self::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(short_retry_after()));
             }
             Self::Overloaded {

@@ -38,13 +38,17 @@ pub fn submit(
         .collect()
 }
 
-/// Waits for every engine request to finish; accounts tokens, finish reasons and latency.
+/// Waits for every engine request to finish (or the shutdown timeout to cut them: a 503);
+/// accounts tokens, finish reasons and latency.
 pub async fn collect(
     streams: Vec<OutputStream>,
     rec: &mut RequestRecord,
 ) -> Result<Vec<CompletedRequest>, ApiError> {
-    let done =
-        futures::future::try_join_all(streams.into_iter().map(OutputStream::collect)).await?;
+    let all = futures::future::try_join_all(streams.into_iter().map(OutputStream::collect));
+    let done = tokio::select! {
+        r = all => r?,
+        () = rec.drain().cut_signal() => return Err(ApiError::CutAtShutdown),
+    };
     let mut slot = 0;
     for r in &done {
         rec.add_prompt(r.num_prompt_tokens, r.num_cached_tokens);

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 mod body;
 pub mod conn;
+pub mod drain;
 pub mod error;
 mod generate;
 pub mod metrics;
@@ -247,8 +248,10 @@ impl Server {
     }
 
     /// Serves: answers 503 while `load` runs (on a blocking thread), logs "ready" once it
-    /// returns, and runs until shutdown is triggered; then drains for up to the shutdown
-    /// timeout. Errs when loading failed or the engine died.
+    /// returns, and runs until shutdown is triggered. Then drains: the listener stays open,
+    /// `/ready` and new API requests answer 503, and requests in flight get up to the
+    /// shutdown timeout to end, after which they are cut (an error event ends a stream).
+    /// Errs when loading failed or the engine died.
     pub async fn run<L>(self, load: L) -> anyhow::Result<()>
     where
         L: FnOnce() -> anyhow::Result<LoadedModel> + Send + 'static,
@@ -263,7 +266,14 @@ impl Server {
         } = self;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
-        let server = tokio::spawn(conn::serve(listener, app, conn_limits, shutdown.clone()));
+        let (close, close_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(conn::serve(
+            listener,
+            app,
+            conn_limits,
+            shutdown.clone(),
+            close_rx,
+        ));
         tracing::info!(%addr, "listening; loading the model");
 
         let loading = tokio::task::spawn_blocking(load);
@@ -325,14 +335,30 @@ impl Server {
         tracing::info!(
             ?reason,
             timeout_s = shutdown_timeout.as_secs(),
-            "shutting down: no new connections; draining in-flight requests"
+            in_flight = state.drain.in_flight(),
+            "shutting down: /ready and new requests answer 503; draining in-flight requests"
         );
+        if tokio::time::timeout(shutdown_timeout, state.drain.idle())
+            .await
+            .is_ok()
+        {
+            tracing::info!("drained");
+        } else {
+            tracing::warn!(
+                in_flight = state.drain.in_flight(),
+                "shutdown timeout reached; cutting the requests still in flight"
+            );
+            state.drain.cut();
+            let _ = tokio::time::timeout(CUT_GRACE, state.drain.idle()).await;
+        }
+        // Stop accepting; each connection ends once its response in progress is written.
+        let _ = close.send(true);
         let abort = server.abort_handle();
-        match tokio::time::timeout(shutdown_timeout, server).await {
-            Ok(Ok(())) => tracing::info!("drained"),
+        match tokio::time::timeout(CLOSE_GRACE, server).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => {
-                tracing::warn!("shutdown timeout reached; dropping the requests still in flight");
+                tracing::warn!("connections still open after the drain; dropping them");
                 abort.abort();
             }
         }
@@ -342,6 +368,12 @@ impl Server {
         Ok(())
     }
 }
+
+/// After the shutdown timeout cut the requests in flight: how long their error events
+/// (and non-streamed 503s) get to be produced.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+/// After the drain: how long connections get to write their last response and close.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// Triggers shutdown when the engine loop or an encoder worker stops (a panic in its
 /// thread).

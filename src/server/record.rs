@@ -49,6 +49,7 @@ impl RequestRecord {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .map(|s| super::audit::capped(s).to_string());
+        state.drain.begin();
         Self {
             state: state.clone(),
             id,
@@ -69,6 +70,11 @@ impl RequestRecord {
             completions: Vec::new(),
             done: false,
         }
+    }
+
+    /// The server's drain, whose cut signal ends this request at the shutdown timeout.
+    pub fn drain(&self) -> &super::drain::Drain {
+        &self.state.drain
     }
 
     pub fn caller(&self) -> &Caller {
@@ -192,6 +198,8 @@ impl RequestRecord {
                 completion: Some(self.completions.as_slice()).filter(|_| content),
             });
         }
+        // Last, so the audit line is written before a drain that waits on it can end.
+        self.state.drain.end();
     }
 }
 

@@ -1,6 +1,6 @@
 //! Shutdown: a signal (SIGTERM/SIGINT), the engine thread dying, or a caller's request
-//! starts it; the server then stops accepting, drains in-flight requests up to
-//! --shutdown-timeout, and exits.
+//! starts it; the server then drains (see `drain.rs`: the listener stays open answering
+//! 503, in-flight requests get up to --shutdown-timeout), stops accepting, and exits.
 
 use std::sync::Arc;
 use tokio::sync::watch;

@@ -1,6 +1,7 @@
 //! Server-sent events for streamed responses: one `data: {json}` event per engine update
 //! (the engine's text deltas are whole UTF-8 characters), an optional usage chunk, then
-//! `data: [DONE]`. The engine streams are owned by the response body, so a client that
+//! `data: [DONE]` — also when the shutdown timeout cuts a stream (an error event first).
+//! The engine streams are owned by the response body, so a client that
 //! disconnects drops them, which aborts its requests and frees their KV blocks.
 
 use super::error::ApiError;
@@ -48,7 +49,17 @@ impl<F: ChunkFormat> Driver<F> {
             }
         }
         loop {
-            let (prompt, item) = match self.merged.next().await {
+            let next = {
+                let rec = self.rec.as_ref()?;
+                tokio::select! {
+                    x = self.merged.next() => Some(x),
+                    () = rec.drain().cut_signal() => None,
+                }
+            };
+            let Some(next) = next else {
+                return Some(self.fail(ApiError::CutAtShutdown));
+            };
+            let (prompt, item) = match next {
                 Some(x) => x,
                 None => (0, Err(EngineError::Internal("the engine stopped".into()))),
             };

@@ -3,6 +3,7 @@
 use super::admission::RequestCaps;
 use super::audit::AuditLog;
 use super::auth::{Auth, Caller};
+use super::drain::Drain;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::tokenize_pool::TokenizePool;
@@ -50,6 +51,8 @@ pub struct AppState {
     /// Where prompts are tokenized and chat templates rendered (off the async runtime).
     pub tokenize_pool: TokenizePool,
     draining: AtomicBool,
+    /// API requests in flight, and the signal that cuts them at the shutdown timeout.
+    pub drain: Drain,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             caps: RequestCaps::default(),
             tokenize_pool: TokenizePool::per_core(),
             draining: AtomicBool::new(false),
+            drain: Drain::default(),
         }
     }
 
@@ -131,7 +135,7 @@ impl AppState {
 
     fn check_serving(&self) -> Result<(), ApiError> {
         if self.is_draining() {
-            return Err(ApiError::Unavailable("the server is shutting down".into()));
+            return Err(ApiError::ShuttingDown);
         }
         if self.created().is_none() {
             return Err(ApiError::Unavailable("the model is still loading".into()));

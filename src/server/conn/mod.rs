@@ -3,7 +3,10 @@
 //! connections (at the cap the longest-idle one is closed, or the newcomer gets a 503 when
 //! all are serving requests), a keep-alive timeout for idle connections, a header timeout
 //! from the first byte of a request head to its end, and a body timeout for the whole
-//! request body. Graceful shutdown, TCP_NODELAY and `ConnectInfo<SocketAddr>` are kept.
+//! request body. TCP_NODELAY and `ConnectInfo<SocketAddr>` are kept. Shutdown has two
+//! steps: while draining the listener stays open and every response says
+//! `Connection: close`; on `close` the loop stops accepting and each connection ends after
+//! its response in progress.
 
 mod bodies;
 pub mod fd_limit;
@@ -42,10 +45,17 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after an accept error (out of descriptors): retrying at once would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Accepts and serves connections until `shutdown` starts; then stops accepting, lets each
-/// connection finish its request in progress (idle ones close at once) and resolves when
-/// the last one has closed.
-pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutdown: Shutdown) {
+/// Accepts and serves connections until `close` turns true (while `draining` has started
+/// but `close` has not, connections are still accepted and served, one request each); then
+/// stops accepting, lets each connection finish its request in progress (idle ones close at
+/// once) and resolves when the last one has closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    draining: Shutdown,
+    close: watch::Receiver<bool>,
+) {
     let registry = Registry::new(limits.max_connections);
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS));
     // Every connection task holds a receiver; `closed()` resolves once all are gone.
@@ -53,7 +63,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.wait() => break,
+            _ = closed(close.clone()) => break,
         };
         let (tcp, remote) = match accepted {
             Ok(x) => x,
@@ -72,11 +82,12 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
             continue;
         };
         let app = app.clone();
-        let shutdown = shutdown.clone();
+        let draining = draining.clone();
+        let close = close.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
             let _open = open;
-            serve_one(tcp, remote, app, limits, reg.state.clone(), shutdown).await;
+            serve_one(tcp, remote, app, limits, reg.state.clone(), draining, close).await;
             drop(reg);
         });
     }
@@ -92,9 +103,10 @@ async fn serve_one(
     app: Router,
     limits: ConnLimits,
     state: Arc<ConnState>,
-    shutdown: Shutdown,
+    draining: Shutdown,
+    close: watch::Receiver<bool>,
 ) {
-    let svc = service::ConnService::new(app, remote, state.clone(), limits.body_timeout);
+    let svc = service::ConnService::new(app, remote, state.clone(), limits.body_timeout, draining);
     let io = TokioIo::new(io::WatchedStream::new(tcp, state.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -139,12 +151,17 @@ async fn serve_one(
                     return;
                 }
             }
-            _ = shutdown.wait(), if !shutting_down => {
+            _ = closed(close.clone()), if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
     }
+}
+
+/// Resolves once `close` is true (or its sender is gone).
+async fn closed(mut close: watch::Receiver<bool>) {
+    let _ = close.wait_for(|c| *c).await;
 }
 
 /// Refuses a connection past the cap with a 503 in OpenAI's shape (when few refusals are in

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// Every served name with its card, chat model first.
 fn cards(st: &AppState) -> Result<Vec<ModelCard>, ApiError> {
     if st.is_draining() {
-        return Err(ApiError::Unavailable("the server is shutting down".into()));
+        return Err(ApiError::ShuttingDown);
     }
     let created = st
         .created()
