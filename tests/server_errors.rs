@@ -334,14 +334,49 @@ async fn api_keys_are_required_when_set() {
         s.openai_with_key("wrong").models().list().await,
         Err(OpenAIError::ApiError(_))
     ));
-    // Probes and Prometheus stay open.
-    for path in ["/health", "/ready", "/metrics"] {
+    // Probes stay open; /metrics (per-key names and usage) needs a key.
+    for path in ["/health", "/ready"] {
         assert_eq!(
             reqwest::get(s.url(path)).await.unwrap().status(),
             200,
             "{path}"
         );
     }
+    let m = reqwest::get(s.url("/metrics")).await.unwrap();
+    assert_eq!(m.status(), 401);
+    assert_eq!(
+        assert_error_shape(&m.json().await.unwrap())["code"],
+        "invalid_api_key"
+    );
+    let m = get_with_key(&s.url("/metrics"), Some("sk-two")).await;
+    assert_eq!(m.status(), 200);
+    assert!(m.text().await.unwrap().contains("key_name=\"key-2\""));
+    // Unknown routes and wrong methods say nothing before authentication: 401 first,
+    // then 404/405 in OpenAI's shape.
+    for (method, path, authed) in [
+        (reqwest::Method::GET, "/v1/audio/speech", 404),
+        (reqwest::Method::GET, "/v1/completions", 405),
+        (reqwest::Method::DELETE, "/v1/models", 405),
+        (reqwest::Method::GET, "/admin", 404),
+    ] {
+        for (key, want) in [(None, 401), (Some("wrong"), 401), (Some("sk-one"), authed)] {
+            let mut req = reqwest::Client::new().request(method.clone(), s.url(path));
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), want, "{method} {path} key {key:?}");
+            assert_error_shape(&resp.json().await.unwrap());
+        }
+    }
+    // A wrong method on a probe is a 405 in the same shape (probes need no key).
+    let resp = reqwest::Client::new()
+        .post(s.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_error_shape(&resp.json().await.unwrap());
     // Keys never reach the logs.
     let logs = s.logs().join("\n");
     assert!(!logs.contains("sk-one") && !logs.contains("sk-two"));
@@ -357,6 +392,45 @@ async fn api_keys_are_required_when_set() {
             .0,
         200
     );
+}
+
+async fn get_with_key(url: &str, key: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap()
+}
+
+/// `--metrics-port`: /metrics on its own listener without a key; the API port then has
+/// none (404, after the key check).
+#[tokio::test]
+async fn metrics_port_serves_metrics_apart_from_the_api() {
+    let s = TestServer::start(&["--api-key", "sk-one", "--metrics-port", "0"]);
+    let addr = s
+        .metrics_addr
+        .expect("the metrics listener's address is logged");
+    assert_ne!(addr, s.addr);
+    let (status, _, _) = post_json(
+        &s.url("/v1/completions"),
+        &completion(json!({})),
+        Some("sk-one"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let m = get_with_key(&format!("http://{addr}/metrics"), None).await;
+    assert_eq!(m.status(), 200);
+    let text = m.text().await.unwrap();
+    assert!(
+        text.contains(r#"indus_api_key_requests_total{key_name="key-1"} 1"#),
+        "{text}"
+    );
+    let r = get_with_key(&format!("http://{addr}/v1/models"), None).await;
+    assert_eq!(r.status(), 404, "the metrics port serves no API");
+    assert_eq!(get_with_key(&s.url("/metrics"), None).await.status(), 401);
+    let r = get_with_key(&s.url("/metrics"), Some("sk-one")).await;
+    assert_eq!(r.status(), 404);
+    assert_error_shape(&r.json().await.unwrap());
 }
 
 #[tokio::test]

@@ -53,7 +53,8 @@ async fn a_flood_from_one_key_does_not_starve_another() {
         keys.to_str().unwrap(),
         "--max-num-seqs",
         "1",
-    ]);
+    ])
+    .with_metrics_key("sk-other");
     let url = s.url("/v1/completions");
     const FLOOD: usize = 20;
     let mut flood = Vec::new();

@@ -65,7 +65,8 @@ async fn keys_limit_models_and_everything_is_audited_without_content() {
         keys.to_str().unwrap(),
         "--audit-log",
         audit.to_str().unwrap(),
-    ]);
+    ])
+    .with_metrics_key("sk-ops-secret");
     let url = s.url("/v1/completions");
     let a = Some("sk-team-a-secret");
     let b = Some("sk-team-b-secret");

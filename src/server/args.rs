@@ -27,6 +27,11 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one; the "ready" log line says which).
     #[arg(long, default_value_t = 8000, env = "INDUS_PORT")]
     pub port: u16,
+    /// Serve /metrics on this port (on --host) instead of the API port, without a key;
+    /// the API port then has no /metrics. Without it, /metrics on the API port needs a key
+    /// when keys are set.
+    #[arg(long, env = "INDUS_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
     /// Name clients use for the model (repeatable; the first is reported in responses).
     /// Default: the MODEL argument, or the embedded model's name.
     #[arg(long, env = "INDUS_SERVED_MODEL_NAME", value_delimiter = ',')]

@@ -37,9 +37,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The routes. /health, /ready and /metrics are open; the API needs a key when keys are set.
-pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
+/// The API port's routes. /health and /ready are open (probes carry no key); everything
+/// else — the API, `/metrics` (per-key names and usage), and even the 404 and 405 answers
+/// (which would tell a stranger what is served) — needs a key when keys are set.
+/// `serve_metrics` is false when `--metrics-port` serves /metrics on its own listener.
+pub fn router(state: Arc<AppState>, serve_metrics: bool) -> Router {
+    let mut api = Router::new()
         .route("/v1/completions", post(openai::completions::create))
         .route("/v1/chat/completions", post(openai::chat::create))
         .route("/v1/embeddings", post(openai::embeddings::create))
@@ -49,16 +52,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(openai::models::list))
         .route("/v1/models/{*id}", get(openai::models::get))
         .route("/tokenize", post(openai::tokenize::tokenize))
-        .route("/detokenize", post(openai::tokenize::detokenize))
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route("/detokenize", post(openai::tokenize::detokenize));
+    if serve_metrics {
+        api = api.route("/metrics", get(metrics_text));
+    }
+    // The fallbacks are set before the layer so that it wraps them too.
+    let api = api
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
+    let probes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .method_not_allowed_fallback(method_not_allowed);
+    probes.merge(api).with_state(state)
+}
+
+/// The `--metrics-port` listener's routes: /metrics, open to whoever can reach the port
+/// (keep it on a network only Prometheus sees), and /health.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics_text))
-        .merge(api)
+        .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -153,6 +171,8 @@ pub struct Server {
     shutdown_timeout: Duration,
     served_names: Vec<String>,
     conn_limits: conn::ConnLimits,
+    /// `--metrics-port`'s listener, when set.
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Server {
@@ -199,6 +219,18 @@ impl Server {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let metrics_listener = match args.metrics_port {
+            Some(port) => {
+                let l = tokio::net::TcpListener::bind((args.host.as_str(), port))
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {}:{port} (--metrics-port)", args.host)
+                    })?;
+                tracing::info!(addr = %l.local_addr()?, "metrics listening");
+                Some(l)
+            }
+            None => None,
+        };
         if auth.enabled() {
             tracing::info!(keys = auth.len(), "API keys required");
         } else {
@@ -232,11 +264,19 @@ impl Server {
                 .cloned()
                 .collect(),
             conn_limits,
+            metrics_listener,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The `--metrics-port` listener's address, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn shutdown(&self) -> Shutdown {
@@ -263,10 +303,24 @@ impl Server {
             shutdown_timeout,
             served_names,
             conn_limits,
+            metrics_listener,
         } = self;
         let addr = listener.local_addr()?;
-        let app = router(state.clone());
+        let app = router(state.clone(), metrics_listener.is_none());
         let (close, close_rx) = tokio::sync::watch::channel(false);
+        if let Some(l) = metrics_listener {
+            let limits = conn::ConnLimits {
+                max_connections: METRICS_MAX_CONNECTIONS,
+                ..conn_limits
+            };
+            tokio::spawn(conn::serve(
+                l,
+                metrics_router(state.clone()),
+                limits,
+                shutdown.clone(),
+                close_rx.clone(),
+            ));
+        }
         let server = tokio::spawn(conn::serve(
             listener,
             app,
@@ -369,6 +423,8 @@ impl Server {
     }
 }
 
+/// Connections the `--metrics-port` listener keeps open at most (scrapers are few).
+const METRICS_MAX_CONNECTIONS: usize = 64;
 /// After the shutdown timeout cut the requests in flight: how long their error events
 /// (and non-streamed 503s) get to be produced.
 const CUT_GRACE: Duration = Duration::from_secs(2);

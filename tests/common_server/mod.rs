@@ -27,6 +27,10 @@ pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
     pub base: String,
+    /// `--metrics-port`'s address, when the server has one.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The key [`Self::metrics`] sends (on the API port, /metrics needs one when keys are set).
+    pub metrics_key: Option<String>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -105,10 +109,17 @@ impl TestServer {
                 );
             }
         };
+        let metrics_addr = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| logged_addr(l, "metrics listening"));
         Self {
             child,
             base: format!("http://{addr}"),
             addr,
+            metrics_addr,
+            metrics_key: None,
             logs,
         }
     }
@@ -163,8 +174,24 @@ impl TestServer {
         None
     }
 
+    /// The key [`Self::metrics`] sends from now on.
+    pub fn with_metrics_key(mut self, key: &str) -> Self {
+        self.metrics_key = Some(key.to_string());
+        self
+    }
+
+    /// GET /metrics: on `--metrics-port` when the server has one, else on the API port
+    /// (with [`Self::metrics_key`]).
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        let url = match self.metrics_addr {
+            Some(a) => format!("http://{a}/metrics"),
+            None => self.url("/metrics"),
+        };
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(k) = &self.metrics_key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
             .await
             .expect("GET /metrics")
             .text()
@@ -227,9 +254,14 @@ pub fn init_tls() {
 
 /// The address in a JSON "ready" log line.
 fn ready_addr(line: &str) -> Option<SocketAddr> {
+    logged_addr(line, "ready")
+}
+
+/// The `addr` field of a JSON log line whose message is `message`.
+fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = v.get("fields")?;
-    if fields.get("message")?.as_str()? != "ready" {
+    if fields.get("message")?.as_str()? != message {
         return None;
     }
     fields.get("addr")?.as_str()?.parse().ok()
