@@ -5,6 +5,7 @@ pub mod config;
 pub mod embed;
 pub mod embedded;
 pub mod engine;
+pub mod guided;
 pub mod kv;
 pub mod loader;
 pub mod scheduler;

@@ -4,8 +4,10 @@
 
 mod chat_template;
 pub mod gguf;
+mod token_bytes;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
+pub use token_bytes::TokenBytes;
 
 use std::path::Path;
 

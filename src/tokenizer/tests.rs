@@ -64,3 +64,27 @@ fn renders_llama2_chat_template() {
         .unwrap_err();
     assert!(err.to_string().contains("alternate"), "{err}");
 }
+
+/// The bytes of a text's tokens, joined, are the text: what a grammar engine relies on.
+#[test]
+fn token_bytes_join_back_to_the_text() {
+    let t = fixture();
+    let table = t.token_bytes();
+    assert_eq!(table.len(), t.vocab_size());
+    assert_eq!(table[2], TokenBytes::Special("</s>".into()));
+    for text in [
+        "The quick brown fox.",
+        "{\"a\": [1, 2.5e-3, null]}\n\ttabs",
+        "اردو میں جواب دیں 😀",
+    ] {
+        let mut joined = Vec::new();
+        for id in t.encode(text, false).unwrap() {
+            match &table[id as usize] {
+                TokenBytes::Text(b) => joined.extend_from_slice(b),
+                other => panic!("token {id} of {text:?} is {other:?}"),
+            }
+        }
+        // SentencePiece prepends a space to the text.
+        assert_eq!(String::from_utf8(joined).unwrap(), format!(" {text}"));
+    }
+}
