@@ -4,7 +4,14 @@
 mod common_server;
 
 use common_server::{MODEL_NAME, TestServer, assert_error_shape, post_json};
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// Posts `body`; it must be refused with a 400 in OpenAI's shape. Returns the error object.
+async fn refused(url: &str, body: &Value) -> Value {
+    let (status, _, body) = post_json(url, body, None).await;
+    assert_eq!(status, 400, "{body}");
+    Value::Object(assert_error_shape(&body).clone())
+}
 
 #[tokio::test]
 async fn fan_out_is_capped_per_request() {
@@ -19,43 +26,33 @@ async fn fan_out_is_capped_per_request() {
     let url = s.url("/v1/completions");
     let prompts = |k: usize| vec!["Hi"; k];
     // The amplification request of issue 14: 100 prompts × n = 128.
-    let (status, _, body) = post_json(
-        &url,
-        &json!({"model": MODEL_NAME, "prompt": prompts(100), "n": 128, "max_tokens": 1}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(assert_error_shape(&body)["param"], "prompt");
-    let (status, _, body) = post_json(
-        &url,
-        &json!({"model": MODEL_NAME, "prompt": "Hi", "n": 9, "max_tokens": 1}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(assert_error_shape(&body)["param"], "n");
+    assert_eq!(
+        refused(
+            &url,
+            &json!({"model": MODEL_NAME, "prompt": prompts(100), "n": 128, "max_tokens": 1})
+        )
+        .await["param"],
+        "prompt"
+    );
+    assert_eq!(
+        refused(
+            &url,
+            &json!({"model": MODEL_NAME, "prompt": "Hi", "n": 9, "max_tokens": 1})
+        )
+        .await["param"],
+        "n"
+    );
     // Each cap alone is met, the product is not.
-    let (status, _, body) = post_json(
+    let err = refused(
         &url,
         &json!({"model": MODEL_NAME, "prompt": prompts(5), "n": 8, "max_tokens": 1}),
-        None,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    let err = assert_error_shape(&body);
     assert!(
         err["message"].as_str().unwrap().contains("40 sequences"),
-        "{body}"
+        "{err}"
     );
-    let (status, _, body) = post_json(
-        &s.url("/v1/chat/completions"),
-        &json!({"model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "n": 9, "max_tokens": 1}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(assert_error_shape(&body)["param"], "n");
+    assert_eq!(refused(&s.url("/v1/chat/completions"), &json!({"model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "n": 9, "max_tokens": 1})).await["param"], "n");
     // Within every cap: served.
     let (status, _, body) = post_json(
         &url,
@@ -71,44 +68,31 @@ async fn fan_out_is_capped_per_request() {
 async fn prompts_too_long_for_the_context_are_refused_by_their_bytes() {
     let s = TestServer::start(&[]);
     let huge = "a".repeat(3_000_000);
-    let (status, _, body) = post_json(
+    let err = refused(
         &s.url("/v1/completions"),
         &json!({"model": MODEL_NAME, "prompt": ["Hi", huge], "max_tokens": 1}),
-        None,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    let err = assert_error_shape(&body);
     assert_eq!(err["param"], "prompt");
     assert!(
         err["message"].as_str().unwrap().contains("3000000 bytes"),
-        "{body}"
+        "{err}"
     );
-    let (status, _, body) = post_json(
-        &s.url("/v1/chat/completions"),
-        &json!({"model": MODEL_NAME, "messages": [{"role": "user", "content": huge}], "max_tokens": 1}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(assert_error_shape(&body)["param"], "messages");
+    assert_eq!(refused(&s.url("/v1/chat/completions"), &json!({"model": MODEL_NAME, "messages": [{"role": "user", "content": huge}], "max_tokens": 1})).await["param"], "messages");
     // Whitespace may be normalized away, so it does not count: a long run of spaces is
     // tokenized and judged by its tokens (here: over the 256-token context).
     let spaces = format!("Hi{}", " ".repeat(100_000));
-    let (status, _, body) = post_json(
+    let err = refused(
         &s.url("/v1/completions"),
         &json!({"model": MODEL_NAME, "prompt": spaces, "max_tokens": 1}),
-        None,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    let err = assert_error_shape(&body);
     assert!(
         err["message"]
             .as_str()
             .unwrap()
             .contains("maximum context length"),
-        "{body}"
+        "{err}"
     );
     // A normal request is unaffected.
     let (status, _, body) = post_json(

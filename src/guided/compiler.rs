@@ -88,20 +88,9 @@ impl GrammarCompiler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn compiler() -> (Arc<Tokenizer>, GrammarCompiler) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
-        let t = Arc::new(
-            Tokenizer::from_files(
-                &dir.join("tokenizer.json"),
-                Some(&dir.join("tokenizer_config.json")),
-                Some(&dir.join("generation_config.json")),
-                &[],
-                None,
-            )
-            .unwrap(),
-        );
+        let t = Arc::new(crate::tokenizer::tests::fixture());
         let c = GrammarCompiler::new(&t, 4).unwrap();
         (t, c)
     }

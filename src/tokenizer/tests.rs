@@ -1,7 +1,8 @@
 use super::*;
 use std::path::PathBuf;
 
-fn fixture() -> Tokenizer {
+/// The Llama 2 tokenizer of the tiny-llama fixture (shared with other modules' tests).
+pub(crate) fn fixture() -> Tokenizer {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
     Tokenizer::from_files(
         &dir.join("tokenizer.json"),
