@@ -148,7 +148,7 @@ fn sampler(c: &mut Criterion) {
                 |mut rows| {
                     let mut rng = ChaCha8Rng::seed_from_u64(1);
                     for row in rows.iter_mut() {
-                        black_box(sample(row, &params, &history, &mut rng));
+                        black_box(sample(row, &params, &history, None, &mut rng));
                     }
                 },
                 BatchSize::LargeInput,

@@ -7,6 +7,7 @@ use super::request::SamplingParams;
 use super::runner::{StepBatch, execute};
 use super::sampler::{History, choice_rng, sample};
 use super::stats::{EngineStats, StatsUpdate};
+use crate::guided::{Matcher, TokenMask};
 use crate::kv::{KvCacheManager, SeqId};
 use crate::scheduler::{Scheduler, SchedulerConfig, Sequence};
 use crate::tokenizer::Tokenizer;
@@ -73,6 +74,9 @@ struct ChoiceState {
     detok: IncrementalDetokenizer,
     stop: StopChecker,
     num_generated: usize,
+    /// Where this choice is in its request's grammar; advanced only by sampled tokens, so a
+    /// preempted and recomputed sequence keeps its place.
+    matcher: Option<Matcher>,
 }
 
 /// The state one engine thread owns.
@@ -188,6 +192,7 @@ impl Engine {
                     detok: IncrementalDetokenizer::new(prompt_len, params.skip_special_tokens),
                     stop: StopChecker::new(params.stop.clone()),
                     num_generated: 0,
+                    matcher: request.guided.as_ref().map(|g| g.matcher()),
                 },
             );
             // Choice 0 computes the prompt; the others wait to fork its blocks.
@@ -342,20 +347,24 @@ impl Engine {
             .map(|s| s.id)
             .collect();
         let mut updates = Vec::with_capacity(sampled.len());
+        let mut failed = Vec::new();
         let mut logits = rows.logits.into_iter();
         let mut hidden = rows.hidden.into_iter();
         for (seq, embed) in sampled.into_iter().zip(embed_seqs) {
-            let update = if embed {
-                hidden.next().and_then(|h| self.finish_embedding(seq, h))
-            } else {
-                logits
-                    .next()
-                    .and_then(|mut row| self.sample_one(seq, &mut row))
-            };
-            updates.extend(update);
+            if embed {
+                updates.extend(hidden.next().and_then(|h| self.finish_embedding(seq, h)));
+            } else if let Some(mut row) = logits.next() {
+                match self.sample_one(seq, &mut row) {
+                    Ok(update) => updates.extend(update),
+                    Err(failure) => failed.push(failure),
+                }
+            }
         }
         self.fork_pending_choices(&out);
         self.deliver(updates);
+        for (key, error) in failed {
+            self.abort_request(key, Some(error));
+        }
         self.publish_stats();
         true
     }
@@ -377,10 +386,31 @@ impl Engine {
         })
     }
 
-    fn sample_one(&mut self, seq_id: SeqId, row: &mut [f32]) -> Option<Update> {
-        let choice = self.choices.get_mut(&seq_id)?;
-        let req = self.requests.get_mut(&choice.request)?;
-        let seq = self.scheduler.get(seq_id)?;
+    /// Samples one choice's next token. `Err` carries the request to fail: its grammar
+    /// could not go on (llguidance's error, which names the cause).
+    fn sample_one(
+        &mut self,
+        seq_id: SeqId,
+        row: &mut [f32],
+    ) -> Result<Option<Update>, (u64, EngineError)> {
+        let Some(choice) = self.choices.get_mut(&seq_id) else {
+            return Ok(None);
+        };
+        let key = choice.request;
+        let guided_failure = |e: String| {
+            (
+                key,
+                EngineError::Internal(format!("structured output: {e}")),
+            )
+        };
+        let (Some(req), Some(seq)) = (self.requests.get_mut(&key), self.scheduler.get(seq_id))
+        else {
+            return Ok(None);
+        };
+        let mask = match choice.matcher.as_mut() {
+            Some(m) => Some(allowed_next(m).map_err(guided_failure)?),
+            None => None,
+        };
         let params = &req.params;
         let (token, logprob) = sample(
             row,
@@ -389,16 +419,32 @@ impl Engine {
                 prompt: &seq.tokens[..seq.num_prompt_tokens],
                 output: &seq.tokens[seq.num_prompt_tokens..],
             },
+            mask.as_ref(),
             &mut choice.rng,
         );
         if req.times.first_token.is_none() {
             req.times.first_token = Some(Instant::now());
         }
+        let is_eos = self.tokenizer.eos_token_ids().contains(&token);
+        // A grammar ends where EOS is all it allows (a closed JSON value): the last token's
+        // text is output, and the choice stops as if the model had written EOS.
+        let mut grammar_done = false;
+        if let Some(m) = choice.matcher.as_mut()
+            && !is_eos
+        {
+            m.consume_token(token)
+                .map_err(|e| guided_failure(e.to_string()))?;
+            grammar_done = m.is_stopped();
+        }
         self.scheduler.append_token(seq_id, token);
         choice.num_generated += 1;
-        let seq = self.scheduler.get(seq_id)?;
+        let Some(seq) = self.scheduler.get(seq_id) else {
+            return Ok(None);
+        };
+        // Under a grammar, EOS is sampled only where the grammar allows the output to end,
+        // so it ends the choice even with ignore_eos (nothing else could follow it).
         let is_stop_token = params.stop_token_ids.contains(&token)
-            || (!params.ignore_eos && self.tokenizer.eos_token_ids().contains(&token));
+            || (is_eos && (!params.ignore_eos || choice.matcher.is_some()));
         let at_length = choice.num_generated >= params.max_tokens
             || seq.tokens.len() >= self.config.max_model_len;
         let mut finish = None;
@@ -409,7 +455,12 @@ impl Engine {
                 .detok
                 .step(&self.tokenizer, &seq.tokens[..seq.tokens.len() - 1], true)
         } else {
-            choice.detok.step(&self.tokenizer, &seq.tokens, at_length)
+            if grammar_done {
+                finish = Some((FinishReason::Stop, None));
+            }
+            choice
+                .detok
+                .step(&self.tokenizer, &seq.tokens, at_length || grammar_done)
         };
         let delta = decoded.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "detokenization failed for one token");
@@ -421,14 +472,14 @@ impl Engine {
             finish = Some((FinishReason::Length, None));
         }
         let text = choice.stop.take_sendable(finish.is_some());
-        Some(Update {
+        Ok(Some(Update {
             seq: seq_id,
             token: Some(token),
             logprob,
             text,
             finish,
             embedding: None,
-        })
+        }))
     }
 
     /// Once choice 0 of an n > 1 request has its prompt in the cache, the other choices
@@ -504,4 +555,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// The tokens a grammar allows next (just EOS once it is complete); an empty set is an error,
+/// as sampling from it would pick an arbitrary token.
+fn allowed_next(m: &mut Matcher) -> Result<TokenMask, String> {
+    let mask = m.compute_mask_or_eos().map_err(|e| e.to_string())?;
+    if mask.num_set() == 0 {
+        return Err("the grammar allows no next token".into());
+    }
+    Ok(mask)
 }

@@ -150,6 +150,9 @@ pub struct Request {
     /// An embedding request: the prompt is computed (prefill only) and the final hidden
     /// state of its last token is the output; nothing is sampled.
     pub embed: bool,
+    /// Structured output: every choice's tokens must keep to this grammar (compiled by the
+    /// caller, off the engine thread; each choice walks its own matcher).
+    pub guided: Option<std::sync::Arc<crate::guided::CompiledGrammar>>,
 }
 
 impl Request {
@@ -162,6 +165,7 @@ impl Request {
             tenant: std::sync::Arc::from(""),
             arrival: Instant::now(),
             embed: false,
+            guided: None,
         }
     }
 }

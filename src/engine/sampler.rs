@@ -4,6 +4,7 @@
 
 use super::output::TokenLogprob;
 use super::request::SamplingParams;
+use crate::guided::{TokenMask, apply_mask};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -114,6 +115,7 @@ pub fn sample(
     logits: &mut [f32],
     params: &SamplingParams,
     history: &History<'_>,
+    allowed: Option<&TokenMask>,
     rng: &mut ChaCha8Rng,
 ) -> (u32, Option<TokenLogprob>) {
     // Raw distribution for logprobs, before any processing.
@@ -125,6 +127,9 @@ pub fn sample(
             .collect::<Vec<_>>();
         (lse, top)
     });
+    if let Some(mask) = allowed {
+        apply_mask(logits, mask);
+    }
     let originals = apply_penalties(logits, params, history);
     let token = if params.is_greedy() {
         argmax(logits)
@@ -227,13 +232,40 @@ mod tests {
     }
 
     #[test]
+    fn a_mask_leaves_only_allowed_tokens_but_logprobs_stay_raw() {
+        let mut mask = TokenMask::alloc(4);
+        mask.allow_token(2);
+        let base = vec![5.0, 1.0, 0.5, 3.0];
+        for temperature in [0.0, 1.0] {
+            let p = SamplingParams {
+                temperature,
+                logprobs: Some(1),
+                ..Default::default()
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let (t, lp) = sample(&mut base.clone(), &p, &no_history(), Some(&mask), &mut rng);
+            assert_eq!(t, 2);
+            let lp = lp.unwrap();
+            let lse = logsumexp(&base);
+            assert!((lp.logprob - (0.5 - lse)).abs() < 1e-6);
+            assert_eq!(lp.top[0].0, 0, "top alternatives come from the raw row");
+        }
+    }
+
+    #[test]
     fn greedy_takes_argmax_and_reports_logprobs() {
         let mut l = vec![0.0, 3.0, 1.0, 2.0];
         let p = SamplingParams {
             logprobs: Some(2),
             ..SamplingParams::greedy()
         };
-        let (t, lp) = sample(&mut l, &p, &no_history(), &mut ChaCha8Rng::seed_from_u64(0));
+        let (t, lp) = sample(
+            &mut l,
+            &p,
+            &no_history(),
+            None,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        );
         assert_eq!(t, 1);
         let lp = lp.unwrap();
         let lse = (0f32.exp() + 3f32.exp() + 1f32.exp() + 2f32.exp()).ln();
@@ -254,6 +286,7 @@ mod tests {
             &mut base.clone(),
             &p,
             &no_history(),
+            None,
             &mut ChaCha8Rng::seed_from_u64(1),
         );
         assert_eq!(t, argmax(&base));
@@ -265,7 +298,7 @@ mod tests {
         let draw = |seed| {
             let mut rng = choice_rng(Some(seed), 0, &mut rand::rng());
             (0..20)
-                .map(|_| sample(&mut base.clone(), &p, &no_history(), &mut rng).0)
+                .map(|_| sample(&mut base.clone(), &p, &no_history(), None, &mut rng).0)
                 .collect::<Vec<_>>()
         };
         assert_eq!(draw(42), draw(42));
@@ -300,7 +333,7 @@ mod tests {
             output: &[0],
         };
         assert_eq!(
-            sample(&mut l, &p, &h, &mut ChaCha8Rng::seed_from_u64(0)).0,
+            sample(&mut l, &p, &h, None, &mut ChaCha8Rng::seed_from_u64(0)).0,
             1
         );
         let mut l = vec![1.0, 0.9];
@@ -313,7 +346,7 @@ mod tests {
             output: &[],
         };
         assert_eq!(
-            sample(&mut l, &p, &h, &mut ChaCha8Rng::seed_from_u64(0)).0,
+            sample(&mut l, &p, &h, None, &mut ChaCha8Rng::seed_from_u64(0)).0,
             1
         );
     }
@@ -327,7 +360,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..200 {
             let mut l = vec![5.0, 4.9, -5.0, -6.0];
-            let (t, _) = sample(&mut l, &p, &no_history(), &mut rng);
+            let (t, _) = sample(&mut l, &p, &no_history(), None, &mut rng);
             assert!(t < 2);
         }
         let p = SamplingParams {
@@ -336,7 +369,7 @@ mod tests {
         };
         for _ in 0..200 {
             let mut l = vec![0.0, 5.0, 0.0, 0.0];
-            assert_eq!(sample(&mut l, &p, &no_history(), &mut rng).0, 1);
+            assert_eq!(sample(&mut l, &p, &no_history(), None, &mut rng).0, 1);
         }
     }
 }

@@ -5,11 +5,13 @@
 
 mod compiler;
 mod constraint;
+mod lazy;
 mod mask;
 mod token_env;
 
 pub use compiler::{CompiledGrammar, GrammarCompiler};
 pub use constraint::Constraint;
+pub use lazy::LazyGrammarCompiler;
 pub use llguidance::Matcher;
 pub use llguidance::toktrie::SimpleVob as TokenMask;
 pub use mask::apply_mask;

@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::record::RequestRecord;
 use super::state::Loaded;
 use crate::engine::{CompletedRequest, OutputStream, Request, SamplingParams};
+use crate::guided::CompiledGrammar;
 use std::sync::Arc;
 
 /// Validates every prompt first (so a bad second prompt never starts the first), then
@@ -17,6 +18,7 @@ pub fn submit(
     params: &SamplingParams,
     priority: i32,
     tenant: &Arc<str>,
+    guided: Option<Arc<CompiledGrammar>>,
 ) -> Result<Vec<OutputStream>, ApiError> {
     let many = prompts.len() > 1;
     let mut requests = Vec::with_capacity(prompts.len());
@@ -29,6 +31,7 @@ pub fn submit(
         let mut r = Request::new(rid, ids, params.clone());
         r.priority = priority;
         r.tenant = tenant.clone();
+        r.guided = guided.clone();
         loaded.engine.validate(&r)?;
         requests.push(r);
     }

@@ -369,6 +369,9 @@ impl Server {
             });
         }
         let chat = loaded.engine.map(|engine| Loaded {
+            grammar: Arc::new(crate::guided::LazyGrammarCompiler::new(
+                engine.tokenizer().clone(),
+            )),
             engine,
             names: main_names.clone(),
             root: loaded.name,

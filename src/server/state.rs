@@ -27,6 +27,8 @@ pub struct Loaded {
     pub created: u64,
     /// Set when the model serves embeddings (`--task embed`) instead of generation.
     pub embedding: Option<PoolingInfo>,
+    /// Compiles structured-output constraints against this model's vocabulary.
+    pub grammar: std::sync::Arc<crate::guided::LazyGrammarCompiler>,
 }
 
 /// An encoder model (embeddings or reranking) served beside the chat model.

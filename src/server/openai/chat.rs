@@ -2,6 +2,7 @@
 
 use super::logprobs;
 use super::params;
+use super::structured;
 use super::types::{
     ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatLogprobs, ChatMessageIn, ChatMessageOut,
     ChatRequest, ChatResponse, MessageContent, Usage,
@@ -180,15 +181,6 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::bad("tools", "tool calling is not supported"));
     }
-    if let Some(f) = &req.response_format {
-        let kind = f.get("type").and_then(|t| t.as_str()).unwrap_or("text");
-        if kind != "text" {
-            return Err(ApiError::bad(
-                "response_format",
-                format!("response_format `{kind}` is not supported"),
-            ));
-        }
-    }
     let top = params::non_negative(req.top_logprobs, "top_logprobs")?;
     let logprobs = match (req.logprobs.unwrap_or(false), top) {
         (true, top) => Some(top.unwrap_or(0)),
@@ -233,6 +225,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         }),
     };
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
+    let guided = structured::compile(st, loaded, &req.common).await?;
     let streams = generate::submit(
         loaded,
         &rec.id,
@@ -240,6 +233,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         &sampling,
         params::priority(&req.common, rec.caller())?,
         &rec.caller().key_name,
+        guided,
     )?;
     Ok(Prepared {
         streams,

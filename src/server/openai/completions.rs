@@ -2,6 +2,7 @@
 
 use super::logprobs;
 use super::params::{self, Prompt};
+use super::structured;
 use super::types::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage,
 };
@@ -152,6 +153,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         .run(move || params::parse_prompts(&prompt, &tok, max_bytes, max_len))
         .await?;
     let ids = prompts.iter().map(|p| p.ids.clone()).collect();
+    let guided = structured::compile(st, loaded, &req.common).await?;
     let streams = generate::submit(
         loaded,
         &rec.id,
@@ -159,6 +161,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         &sampling,
         params::priority(&req.common, rec.caller())?,
         &rec.caller().key_name,
+        guided,
     )?;
     Ok(Prepared {
         streams,

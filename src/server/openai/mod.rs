@@ -9,5 +9,6 @@ pub mod models;
 pub mod params;
 pub mod pooling;
 pub mod rerank;
+pub mod structured;
 pub mod tokenize;
 pub mod types;

@@ -71,6 +71,21 @@ pub struct CommonParams {
     /// vLLM extension: lower is served first.
     #[serde(default)]
     pub priority: Option<i32>,
+    /// OpenAI: `{"type": "text" | "json_object" | "json_schema", "json_schema": {...}}`.
+    #[serde(default)]
+    pub response_format: Option<serde_json::Value>,
+    /// vLLM: `{"json": .., "regex": .., "choice": [..], "grammar": .., "json_object": true}`.
+    #[serde(default)]
+    pub structured_outputs: Option<serde_json::Value>,
+    /// vLLM's older spellings of the same constraints.
+    #[serde(default)]
+    pub guided_json: Option<serde_json::Value>,
+    #[serde(default)]
+    pub guided_regex: Option<String>,
+    #[serde(default)]
+    pub guided_choice: Option<Vec<String>>,
+    #[serde(default)]
+    pub guided_grammar: Option<String>,
 }
 
 /// POST /v1/completions
@@ -107,8 +122,6 @@ pub struct ChatRequest {
     pub add_generation_prompt: Option<bool>,
     #[serde(default)]
     pub tools: Option<Vec<serde_json::Value>>,
-    #[serde(default)]
-    pub response_format: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
