@@ -233,6 +233,8 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         }),
     };
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
+    let prompt_tokens = ids.len();
+    rec.check_prompt_quota(prompt_tokens)?;
     let streams = generate::submit(
         loaded,
         &rec.id,
@@ -241,6 +243,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         params::priority(&req.common, rec.caller())?,
         &rec.caller().key_name,
     )?;
+    rec.charge_prompt(prompt_tokens);
     Ok(Prepared {
         streams,
         n: sampling.n,

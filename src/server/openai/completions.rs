@@ -151,7 +151,9 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         .tokenize_pool
         .run(move || params::parse_prompts(&prompt, &tok, max_bytes, max_len))
         .await?;
-    let ids = prompts.iter().map(|p| p.ids.clone()).collect();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+    let prompt_tokens = ids.iter().map(Vec::len).sum();
+    rec.check_prompt_quota(prompt_tokens)?;
     let streams = generate::submit(
         loaded,
         &rec.id,
@@ -160,6 +162,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         params::priority(&req.common, rec.caller())?,
         &rec.caller().key_name,
     )?;
+    rec.charge_prompt(prompt_tokens);
     Ok(Prepared {
         streams,
         prompts,
