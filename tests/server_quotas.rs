@@ -34,12 +34,18 @@ fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn requests_per_minute_refuses_with_retry_after_and_headers() {
-    let (_dir, keys) = keys_file(
+    let (dir, keys) = keys_file(
         "rpm",
         "[[keys]]\nname = \"limited\"\nkey = \"sk-lim\"\nrequests_per_minute = 2\n\n[[keys]]\nname = \"free\"\nkey = \"sk-free\"\n",
     );
-    let s = TestServer::start(&["--api-keys-file", keys.to_str().unwrap()])
-        .with_metrics_key("sk-free");
+    let audit = dir.join("audit.jsonl");
+    let s = TestServer::start(&[
+        "--api-keys-file",
+        keys.to_str().unwrap(),
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ])
+    .with_metrics_key("sk-free");
     let url = s.url("/v1/completions");
     for remaining in ["1", "0"] {
         let (status, h, body) = post_json(&url, &completion(2), Some("sk-lim")).await;
@@ -79,10 +85,21 @@ async fn requests_per_minute_refuses_with_retry_after_and_headers() {
     assert_eq!(status, 200);
     assert!(h.get("x-ratelimit-limit-requests").is_none());
     assert_eq!(
-        s.metric(r#"indus_quota_rejections_total{key_name="limited",reason="requests_per_minute"}"#)
-            .await,
+        s.metric(
+            r#"indus_quota_rejections_total{key_name="limited",reason="requests_per_minute"}"#
+        )
+        .await,
         Some(1.0)
     );
+    // The refusal is in the audit log, under the key's name.
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let refused: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["status"] == 429)
+        .collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert_eq!(refused[0]["key_name"], "limited");
 }
 
 #[tokio::test]
@@ -102,8 +119,10 @@ async fn a_stream_holds_its_concurrency_slot_until_it_ends() {
     let resp = reqwest::Client::new()
         .post(&url)
         .bearer_auth("sk-one")
-        .json(&json!({"model": MODEL_NAME, "prompt": "Tell me everything", "max_tokens": 900,
-                      "ignore_eos": true, "stream": true}))
+        .json(
+            &json!({"model": MODEL_NAME, "prompt": "Tell me everything", "max_tokens": 900,
+                      "ignore_eos": true, "stream": true}),
+        )
         .send()
         .await
         .unwrap();
@@ -163,7 +182,10 @@ async fn the_daily_budget_survives_a_restart_with_the_same_state_dir() {
     }
     assert!(used < 40 && used >= 20, "used {used}");
     s.terminate();
-    assert!(s.wait_exit(Duration::from_secs(20)).is_some_and(|e| e.success()));
+    assert!(
+        s.wait_exit(Duration::from_secs(20))
+            .is_some_and(|e| e.success())
+    );
     assert!(state.join("quota-state.json").exists());
 
     let s = TestServer::start(&args).with_metrics_key("sk-b");

@@ -278,7 +278,7 @@ pub async fn require_key(
             },
             None => {
                 st.metrics.count_rejected("401");
-                audit_rejected(&st, &req, client_addr);
+                audit_rejected(&st, &req, client_addr, None, 401);
                 tracing::info!(path = %req.uri().path(), client = ?client_addr, "rejected: bad or missing API key");
                 return ApiError::Unauthorized.into_response();
             }
@@ -296,8 +296,15 @@ pub async fn require_key(
     next.run(req).await
 }
 
-/// Failed authentication is part of the audit trail (without the key presented).
-fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>) {
+/// A request refused before any handler ran (failed authentication — without the key
+/// presented — or a key over its quota) is part of the audit trail.
+pub(super) fn audit_rejected(
+    st: &AppState,
+    req: &Request,
+    client_addr: Option<SocketAddr>,
+    key_name: Option<&str>,
+    status: u16,
+) {
     let Some(audit) = &st.audit else {
         return;
     };
@@ -308,9 +315,13 @@ fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>)
         .map(super::audit::capped);
     audit.write(&AuditRecord {
         time: rfc3339(std::time::SystemTime::now()),
-        request_id: &super::new_id("unauthorized"),
+        request_id: &super::new_id(if status == 401 {
+            "unauthorized"
+        } else {
+            "refused"
+        }),
         endpoint: super::audit::capped(req.uri().path()),
-        key_name: None,
+        key_name,
         model: None,
         client_addr: client_addr.map(|a| a.to_string()),
         forwarded_for,
@@ -320,7 +331,7 @@ fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>)
         completion_tokens: 0,
         cached_tokens: 0,
         finish_reason: "error",
-        status: 401,
+        status,
         latency_ms: 0.0,
         prompt: None,
         completion: None,

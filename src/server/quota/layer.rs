@@ -34,6 +34,8 @@ pub async fn admit(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             st.metrics
                 .count_quota_rejection(quota.name(), refusal.reason());
             st.metrics.count_rejected("429");
+            let client = req.extensions().get::<Caller>().and_then(|c| c.client_addr);
+            crate::server::auth::audit_rejected(&st, &req, client, Some(quota.name()), 429);
             tracing::info!(key = %quota.name(), reason = refusal.reason(), "refused: over quota");
             return ApiError::Quota(refusal).into_response();
         }
