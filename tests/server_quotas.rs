@@ -180,7 +180,7 @@ async fn the_daily_budget_survives_a_restart_with_the_same_state_dir() {
             (40 - used).to_string()
         );
     }
-    assert!(used < 40 && used >= 20, "used {used}");
+    assert!((20..40).contains(&used), "used {used}");
     s.terminate();
     assert!(
         s.wait_exit(Duration::from_secs(20))

@@ -163,7 +163,7 @@ mod tests {
             },
             Duration::ZERO,
         ));
-        let stream = futures::stream::iter(["a", "b"].map(|s| Ok::<_, std::io::Error>(s)));
+        let stream = futures::stream::iter(["a", "b"].map(Ok::<_, std::io::Error>));
         let body = PermitBody::new(Body::from_stream(stream), q.admit(Duration::ZERO).unwrap());
         assert_eq!(q.in_flight(), 1);
         let (bytes, body) = collect(body).await;
