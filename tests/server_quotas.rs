@@ -106,7 +106,7 @@ async fn requests_per_minute_refuses_with_retry_after_and_headers() {
 async fn a_stream_holds_its_concurrency_slot_until_it_ends() {
     let (_dir, keys) = keys_file(
         "conc",
-        "[[keys]]\nname = \"one\"\nkey = \"sk-one\"\nmax_concurrent_requests = 1\n",
+        "[[keys]]\nname = \"one\"\nkey = \"sk-one\"\nmax_concurrent_requests = 1\ntokens_per_minute = 2000\n",
     );
     let s = TestServer::start(&[
         "--api-keys-file",
@@ -150,8 +150,13 @@ async fn a_stream_holds_its_concurrency_slot_until_it_ends() {
     }
     assert_eq!(sse_data(&text).last().map(String::as_str), Some("[DONE]"));
     // The stream is over: its slot is free at once.
-    let (status, _, body) = post_json(&url, &completion(2), Some("sk-one")).await;
+    let (status, h, body) = post_json(&url, &completion(2), Some("sk-one")).await;
     assert_eq!(status, 200, "{body}");
+    // Its 900 completion tokens were charged to tokens per minute (which refills at 33/s).
+    assert_eq!(header(&h, "x-ratelimit-limit-tokens"), "2000");
+    let remaining: u64 = header(&h, "x-ratelimit-remaining-tokens").parse().unwrap();
+    assert!(remaining < 1800, "remaining tokens {remaining}");
+    assert!(header(&h, "x-ratelimit-reset-tokens").ends_with('s'));
 }
 
 #[tokio::test]
@@ -213,5 +218,22 @@ async fn the_daily_budget_survives_a_restart_with_the_same_state_dir() {
     assert_eq!(err["code"], "insufficient_quota");
     let retry: u64 = header(&h, "retry-after").parse().unwrap();
     assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
+    drop(s);
+
+    // A corrupt state file: the server starts, and says which file it could not read.
+    let file = state.join("quota-state.json");
+    std::fs::write(&file, "{ not json").unwrap();
+    let s = TestServer::start(&args);
+    let path = file.display().to_string();
+    assert!(
+        s.logs()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("unreadable") && l.contains(&path)),
+        "{:#?}",
+        s.logs()
+    );
+    let (status, _, body) =
+        post_json(&s.url("/v1/completions"), &completion(1), Some("sk-b")).await;
+    assert_eq!(status, 200, "{body}");
     let _ = std::fs::remove_dir_all(dir);
 }
