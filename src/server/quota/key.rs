@@ -189,7 +189,10 @@ impl KeyQuota {
             b.charge(now, tokens as f64);
         }
         s.used_today = s.used_today.saturating_add(tokens);
-        self.dirty.store(true, Ordering::Release);
+        // Only daily budgets are persisted.
+        if self.limits.daily_token_budget.is_some() {
+            self.dirty.store(true, Ordering::Release);
+        }
     }
 
     /// Tokens used on `now`'s UTC day.
