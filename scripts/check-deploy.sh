@@ -127,6 +127,7 @@ SERVE_FLAGS = {
     "--load-format", "--seed", "--block-size", "--kv-cache-memory", "--gpu-memory-utilization",
     "--max-waiting-requests", "--shutdown-timeout", "--audit-log", "--audit-log-content",
     "--log-format", "--no-enable-prefix-caching", "--device", "--tensor-parallel-size",
+    "--metrics-port",
 }
 METRICS = {
     "indus_requests_total", "indus_prompt_tokens_total", "indus_generation_tokens_total",
@@ -219,6 +220,8 @@ SCENARIOS = {
                                 "autoscaling": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}},
                                 "ingress": {"enabled": True}, "service": {"type": "NodePort", "nodePort": 30800}},
     "statefulset-emptydir": {"workload": {"kind": "StatefulSet"}, "podDisruptionBudget": {"enabled": False}},
+    # /metrics back on the API port (metrics.port null): the ServiceMonitor scrapes `http`.
+    "metrics-on-api-port": {"metrics": {"port": None, "serviceMonitor": {"enabled": True}}},
 }
 rendered = {}
 
@@ -331,7 +334,16 @@ def consistency(label):
     assert not unknown, f"flags outside the binary's contract: {unknown}"
     assert flag_value(args, "--host") == "0.0.0.0"
     port = int(flag_value(args, "--port"))
-    assert {p["name"]: p["containerPort"] for p in c["ports"]}.get("http") == port
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports.get("http") == port
+    # With API keys set, /metrics on the API port needs a key: the chart serves it apart.
+    metrics_port = merged["metrics"].get("port")
+    if metrics_port is not None:
+        assert int(flag_value(args, "--metrics-port")) == metrics_port == ports.get("metrics"), (metrics_port, ports)
+    scrape_port = metrics_port if metrics_port is not None else port
+    annotations = w["spec"]["template"]["metadata"].get("annotations", {})
+    if merged["metrics"]["podAnnotations"]:
+        assert annotations["prometheus.io/port"] == str(scrape_port), annotations
     for probe, path in (("startupProbe", "/ready"), ("readinessProbe", "/ready"), ("livenessProbe", "/health")):
         assert c[probe]["httpGet"]["path"] == path, f"{probe} path {c[probe]['httpGet']['path']}"
         assert c[probe]["httpGet"]["port"] == "http"
@@ -351,9 +363,11 @@ def consistency(label):
     assert (limit or 0) == gpus, f"GPU limit {limit}, gpu.count {gpus}"
     device = merged["engine"]["device"] or ("cuda:0" if gpus else "cpu")
     assert flag_value(args, "--device") == device, f"--device {flag_value(args, '--device')}, expected {device}"
-    svc = [s for s in find(docs, "Service") if s["spec"].get("clusterIP") != "None"]
+    services = [s for s in find(docs, "Service") if s["spec"].get("clusterIP") != "None"]
+    svc = [s for s in services if not s["metadata"]["name"].endswith("-metrics")]
     assert len(svc) == 1
     svc = svc[0]
+    assert all(p["targetPort"] != "metrics" for p in svc["spec"]["ports"]), "the API Service must not expose /metrics"
     assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()), "Service does not select the pods"
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
     for t in find(docs, "Pod"):
@@ -370,9 +384,16 @@ def consistency(label):
         assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "indus_num_requests_waiting"
         assert "replicas" not in w["spec"], "with an HPA the workload leaves replicas to it"
     for sm in find(docs, "ServiceMonitor"):
-        assert all(svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+        sel = sm["spec"]["selector"]["matchLabels"]
+        chosen = [s for s in services if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())]
+        assert len(chosen) == 1, f"the ServiceMonitor selects {len(chosen)} Services"
+        target = chosen[0]
+        assert all(labels.get(k) == v for k, v in target["spec"]["selector"].items()), "the metrics Service does not select the pods"
         ep = sm["spec"]["endpoints"][0]
-        assert ep["port"] == svc["spec"]["ports"][0]["name"] and ep["path"] == "/metrics"
+        named = {p["name"]: p for p in target["spec"]["ports"]}
+        assert ep["port"] in named and ep["path"] == "/metrics", (ep, named)
+        want = "metrics" if metrics_port is not None else "http"
+        assert named[ep["port"]]["targetPort"] == want, f"the ServiceMonitor scrapes {named[ep['port']]['targetPort']}, not {want}"
     for ing in find(docs, "Ingress"):
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:
@@ -508,6 +529,7 @@ NEGATIVE = [
     ("schema rejects model.source=s3", {"model": {"source": "s3"}}, "source"),
     ("schema rejects an unknown top-level key", {"replicas": 2}, "replicas"),
     ("schema rejects engine.port=0", {"engine": {"port": 0}}, "port"),
+    ("schema rejects metrics.port=0", {"metrics": {"port": 0}}, "port"),
     ("schema rejects gpu.count=-1", {"gpu": {"count": -1}}, "count"),
     ("schema rejects a probe path without /", {"probes": {"liveness": {"path": "health"}}}, "path"),
     ("schema rejects a malformed hub id", {"model": {"id": "not a hub id"}}, "id"),

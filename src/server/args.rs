@@ -44,9 +44,15 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
-    /// TOML or JSON file of named keys: `[[keys]] name = "team-a" key = "sk-..." models = ["m"]`.
+    /// TOML or JSON file of named keys: `[[keys]] name = "team-a" key = "sk-..." models = ["m"]`,
+    /// optionally with quotas: `requests_per_minute`, `tokens_per_minute`,
+    /// `max_concurrent_requests`, `daily_token_budget` (see docs/server.md).
     #[arg(long, env = "INDUS_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Directory for state kept across restarts: the keys' daily token usage
+    /// (`quota-state.json`, replaced atomically). Without it daily budgets restart from zero.
+    #[arg(long, env = "INDUS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT (new requests get 503
     /// meanwhile); those still running then are cut (a stream ends with an error event).
     #[arg(long, default_value_t = 30, env = "INDUS_SHUTDOWN_TIMEOUT")]

@@ -1,8 +1,10 @@
 //! API keys: `Authorization: Bearer <key>`, compared in constant time. Keys may carry a name
-//! (for metrics and the audit log) and a list of models they may use. A key is never logged.
+//! (for metrics and the audit log), a list of models they may use, and quotas (see
+//! `quota`; keys sharing a name share one quota). A key is never logged.
 
 use super::audit::{AuditRecord, rfc3339};
 use super::error::ApiError;
+use super::quota::{KeyLimits, KeyQuota};
 use super::state::AppState;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
@@ -24,6 +26,8 @@ pub struct ApiKey {
     pub models: Option<Arc<[String]>>,
     /// Whether requests with this key may set `priority` (and so pass other keys' queues).
     pub allow_priority: bool,
+    /// The key's quotas; `None` when it has no limits.
+    pub quota: Option<Arc<KeyQuota>>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -32,6 +36,7 @@ impl std::fmt::Debug for ApiKey {
             .field("name", &self.name)
             .field("models", &self.models)
             .field("allow_priority", &self.allow_priority)
+            .field("quota", &self.quota)
             .finish_non_exhaustive()
     }
 }
@@ -47,7 +52,10 @@ struct KeysFile {
     keys: Vec<KeyEntry>,
 }
 
+/// One `[[keys]]` entry. Unknown fields are an error: a misspelt limit must not leave a key
+/// silently unlimited.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyEntry {
     name: String,
     key: String,
@@ -55,6 +63,25 @@ struct KeyEntry {
     models: Option<Vec<String>>,
     #[serde(default)]
     allow_priority: bool,
+    #[serde(default)]
+    requests_per_minute: Option<u64>,
+    #[serde(default)]
+    tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    max_concurrent_requests: Option<u64>,
+    #[serde(default)]
+    daily_token_budget: Option<u64>,
+}
+
+impl KeyEntry {
+    fn limits(&self) -> KeyLimits {
+        KeyLimits {
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            max_concurrent_requests: self.max_concurrent_requests,
+            daily_token_budget: self.daily_token_budget,
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyEntry {
@@ -84,6 +111,8 @@ pub struct Caller {
     /// May set a non-zero `priority` (keys with `allow_priority = true`; everyone when the
     /// API is open, as there are no tenants to protect from each other).
     pub allow_priority: bool,
+    /// The key's quotas, when it has any.
+    pub quota: Option<Arc<KeyQuota>>,
 }
 
 impl Caller {
@@ -107,18 +136,45 @@ impl Auth {
                 key: k.as_bytes().to_vec(),
                 models: None,
                 allow_priority: false,
+                quota: None,
             });
         }
         if let Some(path) = file {
+            let now = super::quota::system_now();
+            let mut quotas: Vec<Arc<KeyQuota>> = Vec::new();
+            let mut seen: Vec<(String, KeyLimits)> = Vec::new();
             for e in read_keys_file(path)? {
                 if e.key.trim().is_empty() {
                     return Err(KeysError::Invalid(format!("key `{}` is empty", e.name)));
                 }
+                let limits = e.limits();
+                limits
+                    .validate()
+                    .map_err(|m| KeysError::Invalid(format!("key `{}`: {m}", e.name)))?;
+                if let Some((_, l)) = seen.iter().find(|(n, _)| *n == e.name)
+                    && *l != limits
+                {
+                    return Err(KeysError::Invalid(format!(
+                        "keys named `{}` have different limits (keys sharing a name share one quota)",
+                        e.name
+                    )));
+                }
+                seen.push((e.name.clone(), limits));
+                let quota = match quotas.iter().find(|q| **q.name() == *e.name) {
+                    Some(q) => Some(q.clone()),
+                    None if limits.is_unlimited() => None,
+                    None => {
+                        let q = Arc::new(KeyQuota::new(e.name.as_str().into(), limits, now));
+                        quotas.push(q.clone());
+                        Some(q)
+                    }
+                };
                 keys.push(ApiKey {
                     name: e.name.into(),
                     key: e.key.trim().as_bytes().to_vec(),
                     models: e.models.map(Into::into),
                     allow_priority: e.allow_priority,
+                    quota,
                 });
             }
         }
@@ -131,6 +187,17 @@ impl Auth {
             }
         }
         Ok(Self { keys })
+    }
+
+    /// Every distinct quota (one per key name with limits).
+    pub fn quotas(&self) -> Vec<Arc<KeyQuota>> {
+        let mut out: Vec<Arc<KeyQuota>> = Vec::new();
+        for q in self.keys.iter().filter_map(|k| k.quota.as_ref()) {
+            if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                out.push(q.clone());
+            }
+        }
+        out
     }
 
     pub fn enabled(&self) -> bool {
@@ -207,10 +274,11 @@ pub async fn require_key(
                 models: k.models.clone(),
                 client_addr,
                 allow_priority: k.allow_priority,
+                quota: k.quota.clone(),
             },
             None => {
                 st.metrics.count_rejected("401");
-                audit_rejected(&st, &req, client_addr);
+                audit_rejected(&st, &req, client_addr, None, 401);
                 tracing::info!(path = %req.uri().path(), client = ?client_addr, "rejected: bad or missing API key");
                 return ApiError::Unauthorized.into_response();
             }
@@ -221,14 +289,22 @@ pub async fn require_key(
             models: None,
             client_addr,
             allow_priority: true,
+            quota: None,
         }
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
-/// Failed authentication is part of the audit trail (without the key presented).
-fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>) {
+/// A request refused before any handler ran (failed authentication — without the key
+/// presented — or a key over its quota) is part of the audit trail.
+pub(super) fn audit_rejected(
+    st: &AppState,
+    req: &Request,
+    client_addr: Option<SocketAddr>,
+    key_name: Option<&str>,
+    status: u16,
+) {
     let Some(audit) = &st.audit else {
         return;
     };
@@ -239,9 +315,13 @@ fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>)
         .map(super::audit::capped);
     audit.write(&AuditRecord {
         time: rfc3339(std::time::SystemTime::now()),
-        request_id: &super::new_id("unauthorized"),
+        request_id: &super::new_id(if status == 401 {
+            "unauthorized"
+        } else {
+            "refused"
+        }),
         endpoint: super::audit::capped(req.uri().path()),
-        key_name: None,
+        key_name,
         model: None,
         client_addr: client_addr.map(|a| a.to_string()),
         forwarded_for,
@@ -251,7 +331,7 @@ fn audit_rejected(st: &AppState, req: &Request, client_addr: Option<SocketAddr>)
         completion_tokens: 0,
         cached_tokens: 0,
         finish_reason: "error",
-        status: 401,
+        status,
         latency_ms: 0.0,
         prompt: None,
         completion: None,
@@ -303,6 +383,39 @@ mod tests {
         )
         .unwrap();
         assert!(Auth::new(&[], Some(&j)).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn quota_fields() {
+        let dir = std::env::temp_dir().join(format!("indus-keys-q-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = dir.join("keys.toml");
+        let write = |text: &str| std::fs::write(&t, text).unwrap();
+        write(
+            "[[keys]]\nname = \"a\"\nkey = \"sk-a\"\nrequests_per_minute = 10\ndaily_token_budget = 500\n\n[[keys]]\nname = \"a\"\nkey = \"sk-a2\"\nrequests_per_minute = 10\ndaily_token_budget = 500\n\n[[keys]]\nname = \"b\"\nkey = \"sk-b\"\n",
+        );
+        let a = Auth::new(&[], Some(&t)).unwrap();
+        let qa = a.check(b"sk-a").unwrap().quota.clone().unwrap();
+        assert_eq!(qa.limits().requests_per_minute, Some(10));
+        assert_eq!(qa.limits().tokens_per_minute, None);
+        // Two keys of one name share a quota; a key without limits has none.
+        assert!(Arc::ptr_eq(
+            &qa,
+            a.check(b"sk-a2").unwrap().quota.as_ref().unwrap()
+        ));
+        assert!(a.check(b"sk-b").unwrap().quota.is_none());
+        assert_eq!(a.quotas().len(), 1);
+        // A misspelt limit is an error, not an unlimited key.
+        write("[[keys]]\nname = \"a\"\nkey = \"sk-a\"\nrequest_per_minute = 10\n");
+        let e = Auth::new(&[], Some(&t)).unwrap_err().to_string();
+        assert!(e.contains("request_per_minute"), "{e}");
+        write(
+            "[[keys]]\nname = \"a\"\nkey = \"sk-a\"\n\n[[keys]]\nname = \"a\"\nkey = \"sk-b\"\nmax_concurrent_requests = 1\n",
+        );
+        assert!(Auth::new(&[], Some(&t)).is_err());
+        write("[[keys]]\nname = \"a\"\nkey = \"sk-a\"\ntokens_per_minute = 0\n");
+        assert!(Auth::new(&[], Some(&t)).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -44,6 +44,10 @@ pub enum ApiError {
         waiting: usize,
         retry_after_secs: u64,
     },
+    /// 429: the caller's key is over one of its quotas (keys file); `Retry-After` says
+    /// when it may pass again.
+    #[error("{0}")]
+    Quota(crate::server::quota::Refusal),
     /// 503: the model is still loading or the engine stopped.
     #[error("{0}")]
     Unavailable(String),
@@ -97,7 +101,9 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::QueueFull(_) | Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull(_) | Self::Overloaded { .. } | Self::Quota(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable(_) | Self::ShuttingDown | Self::CutAtShutdown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -121,6 +127,7 @@ impl ApiError {
             Self::QueueFull(_) | Self::Overloaded { .. } => {
                 ("rate_limit_error", Some("rate_limit_exceeded"), None)
             }
+            Self::Quota(r) => (r.kind(), Some(r.kind()), None),
             Self::Unavailable(_) | Self::ShuttingDown | Self::CutAtShutdown => (
                 "service_unavailable_error",
                 Some("service_unavailable"),
@@ -156,6 +163,10 @@ impl IntoResponse for ApiError {
                 retry_after_secs, ..
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Quota(r) => {
+                let secs = r.retry_after_secs().unwrap_or_else(short_retry_after);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -204,6 +215,26 @@ mod tests {
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         let e: ApiError = EngineError::Internal("x".into()).into();
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn quota_refusals_are_429_with_retry_after() {
+        use crate::server::quota::Refusal;
+        let e = ApiError::Quota(Refusal::DailyBudget {
+            budget: 10,
+            used: 10,
+            needed: None,
+            retry_after: std::time::Duration::from_secs(3600),
+        });
+        let v = serde_json::to_value(e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "insufficient_quota");
+        assert_eq!(v["error"]["code"], "insufficient_quota");
+        assert!(v["error"]["param"].is_null());
+        let resp = e.into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3600");
+        let resp = ApiError::Quota(Refusal::Concurrency { limit: 2 }).into_response();
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
     }
 
     #[test]

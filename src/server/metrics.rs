@@ -29,6 +29,10 @@ pub const PREFIX_HIT_RATE: &str = "indus_prefix_cache_hit_rate";
 pub const PREEMPTIONS: &str = "indus_num_preemptions_total";
 pub const KEY_REQUESTS: &str = "indus_api_key_requests_total";
 pub const KEY_TOKENS: &str = "indus_api_key_tokens_total";
+pub const QUOTA_REJECTIONS: &str = "indus_quota_rejections_total";
+pub const QUOTA_USED_TODAY: &str = "indus_quota_tokens_used_today";
+pub const QUOTA_BUDGET: &str = "indus_quota_daily_token_budget";
+pub const QUOTA_IN_FLIGHT: &str = "indus_quota_requests_in_flight";
 pub const POOLING_IN_FLIGHT: &str = "indus_encoder_requests_in_flight";
 pub const POOLING_BATCHES: &str = "indus_encoder_batches_total";
 pub const POOLING_INPUTS: &str = "indus_encoder_inputs_total";
@@ -111,6 +115,24 @@ impl Metrics {
             "Sequences preempted for lack of KV blocks.",
         );
         describe(KEY_REQUESTS, None, "Requests per API key name.");
+        describe(
+            QUOTA_REJECTIONS,
+            None,
+            "Requests refused with 429 for a key's quota, by key name and the limit (keys-file field).",
+        );
+        for (name, help) in [
+            (
+                QUOTA_USED_TODAY,
+                "Tokens (prompt + completion) a key with quotas used today (UTC).",
+            ),
+            (QUOTA_BUDGET, "A key's daily token budget."),
+            (
+                QUOTA_IN_FLIGHT,
+                "Requests in flight of a key with quotas (max_concurrent_requests counts these).",
+            ),
+        ] {
+            recorder.describe_gauge(KeyName::from_const_str(name), None, help.into());
+        }
         describe(POOLING_BATCHES, None, "Encoder forward batches, per model.");
         describe(
             POOLING_INPUTS,
@@ -206,6 +228,33 @@ impl Metrics {
             ],
         )
         .increment(1);
+    }
+
+    /// A request refused for its key's quota; `reason` names the limit.
+    pub fn count_quota_rejection(&self, key_name: &str, reason: &'static str) {
+        self.labelled_counter(
+            QUOTA_REJECTIONS,
+            vec![
+                Label::new("key_name", key_name.to_string()),
+                Label::new("reason", reason),
+            ],
+        )
+        .increment(1);
+    }
+
+    /// A key's quota standing, refreshed at scrape time.
+    pub fn set_quota(&self, key_name: &str, used_today: u64, budget: Option<u64>, in_flight: u64) {
+        let gauge = |name: &'static str| {
+            self.recorder.register_gauge(
+                &Key::from_parts(name, vec![Label::new("key_name", key_name.to_string())]),
+                &META,
+            )
+        };
+        gauge(QUOTA_USED_TODAY).set(used_today as f64);
+        gauge(QUOTA_IN_FLIGHT).set(in_flight as f64);
+        if let Some(b) = budget {
+            gauge(QUOTA_BUDGET).set(b as f64);
+        }
     }
 
     /// Tokens of one finished HTTP request, globally and for its key.
@@ -323,6 +372,28 @@ mod tests {
             "{ra}"
         );
         assert!(!rb.contains("indus_requests_total{"), "{rb}");
+    }
+
+    #[test]
+    fn quota_metrics() {
+        let m = Metrics::new();
+        m.count_quota_rejection("team-a", "requests_per_minute");
+        m.set_quota("team-a", 42, Some(100), 1);
+        let r = m.render(None, &[]);
+        assert!(
+            r.contains(
+                r#"indus_quota_rejections_total{key_name="team-a",reason="requests_per_minute"} 1"#
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains(r#"indus_quota_tokens_used_today{key_name="team-a"} 42"#),
+            "{r}"
+        );
+        assert!(
+            r.contains(r#"indus_quota_daily_token_budget{key_name="team-a"} 100"#),
+            "{r}"
+        );
     }
 
     #[test]

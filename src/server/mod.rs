@@ -13,6 +13,7 @@ pub mod error;
 mod generate;
 pub mod metrics;
 pub mod openai;
+pub mod quota;
 mod record;
 pub mod shutdown;
 mod sse;
@@ -40,15 +41,22 @@ use std::time::Duration;
 /// The API port's routes. /health and /ready are open (probes carry no key); everything
 /// else — the API, `/metrics` (per-key names and usage), and even the 404 and 405 answers
 /// (which would tell a stranger what is served) — needs a key when keys are set.
+/// Key quotas are enforced on the inference routes and reported on all authenticated ones.
 /// `serve_metrics` is false when `--metrics-port` serves /metrics on its own listener.
 pub fn router(state: Arc<AppState>, serve_metrics: bool) -> Router {
-    let mut api = Router::new()
+    let inference = Router::new()
         .route("/v1/completions", post(openai::completions::create))
         .route("/v1/chat/completions", post(openai::chat::create))
         .route("/v1/embeddings", post(openai::embeddings::create))
         .route("/v1/rerank", post(openai::rerank::create))
         .route("/v2/rerank", post(openai::rerank::create))
         .route("/rerank", post(openai::rerank::create))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            quota::layer::admit,
+        ));
+    let mut api = Router::new()
+        .merge(inference)
         .route("/v1/models", get(openai::models::list))
         .route("/v1/models/{*id}", get(openai::models::get))
         .route("/tokenize", post(openai::tokenize::tokenize))
@@ -60,6 +68,10 @@ pub fn router(state: Arc<AppState>, serve_metrics: bool) -> Router {
     let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            quota::layer::headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -96,6 +108,15 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
+    let now = st.quotas.now();
+    for q in st.quotas.keys() {
+        st.metrics.set_quota(
+            q.name(),
+            q.used_today(now),
+            q.limits().daily_token_budget,
+            q.in_flight(),
+        );
+    }
     let pooling: Vec<(&str, crate::embed::PoolingStats)> = st
         .pooling()
         .iter()
@@ -239,6 +260,21 @@ impl Server {
         if args.audit_log_content {
             tracing::warn!("the audit log records prompt and completion text");
         }
+        let mut quotas = quota::Quotas::new(auth.quotas());
+        match &args.state_dir {
+            Some(dir) => {
+                quotas = quotas
+                    .persist_in(dir)
+                    .context("cannot use --state-dir for the quota state")?;
+            }
+            None if quotas.has_daily_budgets() => tracing::warn!(
+                "keys have daily token budgets but no --state-dir is set: a restart resets them"
+            ),
+            None => {}
+        }
+        if !quotas.keys().is_empty() {
+            tracing::info!(keys = quotas.keys().len(), "key quotas enforced");
+        }
         let state = Arc::new(
             AppState::new(
                 auth,
@@ -246,6 +282,7 @@ impl Server {
                 audit,
                 args.max_request_body_bytes,
             )
+            .with_quotas(quotas)
             .with_caps(admission::RequestCaps {
                 max_prompts: args.max_prompts_per_request.max(1),
                 max_n: args.max_n.max(1),
@@ -385,6 +422,7 @@ impl Server {
         state.set_loaded(chat, pooling, created);
         tokio::spawn(watch_engine(engine, workers, shutdown.clone()));
         tokio::spawn(metrics_upkeep(state.clone(), shutdown.clone()));
+        tokio::spawn(quota_upkeep(state.clone(), shutdown.clone()));
         tracing::info!(%addr, model = %main_names[0], "ready");
 
         let reason = shutdown.wait().await;
@@ -419,6 +457,8 @@ impl Server {
                 abort.abort();
             }
         }
+        // The drain is over: no token is charged after this.
+        save_quotas(state.clone()).await;
         if reason == Reason::EngineDied {
             anyhow::bail!("the engine thread died; in-flight requests were failed");
         }
@@ -461,6 +501,28 @@ async fn metrics_upkeep(state: Arc<AppState>, shutdown: Shutdown) {
             _ = tokio::time::sleep(Duration::from_secs(5)) => state.metrics.upkeep(),
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+/// How often changed daily usage is written to `--state-dir` (a crash loses at most this
+/// much of it; a clean shutdown loses none).
+const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(1);
+
+async fn quota_upkeep(state: Arc<AppState>, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(QUOTA_SAVE_EVERY) => save_quotas(state.clone()).await,
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Writes the quota state if it changed, off the async runtime.
+async fn save_quotas(state: Arc<AppState>) {
+    match tokio::task::spawn_blocking(move || state.quotas.save_if_dirty()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the quota state"),
+        Err(e) => tracing::error!(error = %e, "saving the quota state panicked"),
     }
 }
 

@@ -1,6 +1,8 @@
 //! One API request's bookkeeping: tokens, finish reason, status and latency, written to the
 //! metrics and the audit log exactly once — when the request ends, or when it is dropped
 //! (a client that went away mid-stream is recorded as status 499, finish reason `abort`).
+//! It also charges the caller's quota: the prompt when it is admitted, the rest when the
+//! request ends, however it ends.
 
 use super::audit::{AuditRecord, rfc3339};
 use super::auth::Caller;
@@ -34,6 +36,8 @@ pub struct RequestRecord {
     /// Prompt and completions, only when the audit log records content.
     pub prompt_content: Option<serde_json::Value>,
     completions: Vec<String>,
+    /// Prompt tokens already charged to the key's quota at admission.
+    charged_prompt: usize,
     done: bool,
 }
 
@@ -68,6 +72,7 @@ impl RequestRecord {
             status: None,
             prompt_content: None,
             completions: Vec::new(),
+            charged_prompt: 0,
             done: false,
         }
     }
@@ -104,6 +109,29 @@ impl RequestRecord {
         if let Some(f) = finish {
             self.finish.push(f);
         }
+    }
+
+    /// 429 when the key's daily budget cannot pay for a prompt of `tokens` tokens.
+    pub fn check_prompt_quota(&self, tokens: usize) -> Result<(), ApiError> {
+        let Some(q) = &self.caller.quota else {
+            return Ok(());
+        };
+        q.check_prompt(self.state.quotas.now(), tokens as u64)
+            .map_err(|r| {
+                self.state
+                    .metrics
+                    .count_quota_rejection(q.name(), r.reason());
+                ApiError::Quota(r)
+            })
+    }
+
+    /// Charges an admitted prompt to the key's quota now, so that requests admitted
+    /// meanwhile see it (the completion is charged when the request ends).
+    pub fn charge_prompt(&mut self, tokens: usize) {
+        if let Some(q) = &self.caller.quota {
+            q.charge(self.state.quotas.now(), tokens as u64);
+        }
+        self.charged_prompt += tokens;
     }
 
     /// Accounts one engine request's prompt (once per prompt, whatever n is).
@@ -164,6 +192,11 @@ impl RequestRecord {
             self.prompt_tokens,
             self.completion_tokens,
         );
+        if let Some(q) = &self.caller.quota {
+            let rest =
+                self.completion_tokens + self.prompt_tokens.saturating_sub(self.charged_prompt);
+            q.charge(self.state.quotas.now(), rest as u64);
+        }
         tracing::info!(
             request_id = %self.id,
             endpoint = self.endpoint,

@@ -6,6 +6,7 @@ use super::auth::{Auth, Caller};
 use super::drain::Drain;
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::quota::Quotas;
 use super::tokenize_pool::TokenizePool;
 use crate::embed::{PoolingHandle, PoolingInfo, PoolingTask};
 use crate::engine::EngineHandle;
@@ -45,6 +46,8 @@ pub struct AppState {
     /// Unix seconds when every model was loaded (`created` of /v1/models).
     models_ready: OnceLock<u64>,
     pub auth: Auth,
+    /// Every key's quota (from the keys file) and where daily usage is kept.
+    pub quotas: Quotas,
     pub metrics: Metrics,
     pub audit: Option<AuditLog>,
     pub max_body_bytes: usize,
@@ -68,6 +71,7 @@ impl AppState {
             loaded: OnceLock::new(),
             pooling: OnceLock::new(),
             models_ready: OnceLock::new(),
+            quotas: Quotas::new(auth.quotas()),
             auth,
             metrics,
             audit,
@@ -82,6 +86,12 @@ impl AppState {
     /// Sets the per-request caps (`--max-prompts-per-request`, `--max-n`, `--max-num-seqs`).
     pub fn with_caps(mut self, caps: RequestCaps) -> Self {
         self.caps = caps;
+        self
+    }
+
+    /// Replaces the quotas (to persist them under `--state-dir`, or inject a clock).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
         self
     }
 

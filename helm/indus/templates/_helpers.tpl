@@ -133,6 +133,12 @@ app.kubernetes.io/component: inference-server
 {{- end }}
 {{- end }}
 
+{{/* The port /metrics is served on: metrics.port (indus --metrics-port, no key needed),
+or the API port when it is null (then /metrics needs a key whenever keys are set). */}}
+{{- define "indus.metricsPort" -}}
+{{- if kindIs "invalid" .Values.metrics.port }}{{ .Values.engine.port }}{{ else }}{{ .Values.metrics.port | int64 }}{{ end }}
+{{- end }}
+
 {{/* `indus serve` arguments, one per line, from .Values.engine. */}}
 {{- define "indus.serveArgs" -}}
 {{- $e := .Values.engine }}
@@ -144,6 +150,10 @@ app.kubernetes.io/component: inference-server
 - "0.0.0.0"
 - --port
 - {{ $e.port | quote }}
+{{- if not (kindIs "invalid" .Values.metrics.port) }}
+- --metrics-port
+- {{ .Values.metrics.port | int64 | toString | quote }}
+{{- end }}
 {{- with include "indus.servedModelName" . }}
 - --served-model-name
 - {{ . | quote }}
@@ -241,7 +251,7 @@ metadata:
   {{- end }}
   {{- if .Values.metrics.podAnnotations }}
   {{- $_ := set $annotations "prometheus.io/scrape" "true" }}
-  {{- $_ := set $annotations "prometheus.io/port" (toString .Values.engine.port) }}
+  {{- $_ := set $annotations "prometheus.io/port" (toString (include "indus.metricsPort" .)) }}
   {{- $_ := set $annotations "prometheus.io/path" "/metrics" }}
   {{- end }}
   {{- with $annotations }}
@@ -366,6 +376,11 @@ spec:
         - name: http
           containerPort: {{ .Values.engine.port }}
           protocol: TCP
+        {{- if not (kindIs "invalid" .Values.metrics.port) }}
+        - name: metrics
+          containerPort: {{ .Values.metrics.port }}
+          protocol: TCP
+        {{- end }}
       startupProbe:
         httpGet:
           path: {{ .Values.probes.startup.path }}

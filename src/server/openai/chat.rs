@@ -225,6 +225,8 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         }),
     };
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
+    let prompt_tokens = ids.len();
+    rec.check_prompt_quota(prompt_tokens)?;
     let guided = structured::compile(st, loaded, &req.common).await?;
     let streams = generate::submit(
         loaded,
@@ -235,6 +237,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         &rec.caller().key_name,
         guided,
     )?;
+    rec.charge_prompt(prompt_tokens);
     Ok(Prepared {
         streams,
         n: sampling.n,

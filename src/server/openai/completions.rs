@@ -152,7 +152,9 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         .tokenize_pool
         .run(move || params::parse_prompts(&prompt, &tok, max_bytes, max_len))
         .await?;
-    let ids = prompts.iter().map(|p| p.ids.clone()).collect();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+    let prompt_tokens = ids.iter().map(Vec::len).sum();
+    rec.check_prompt_quota(prompt_tokens)?;
     let guided = structured::compile(st, loaded, &req.common).await?;
     let streams = generate::submit(
         loaded,
@@ -163,6 +165,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         &rec.caller().key_name,
         guided,
     )?;
+    rec.charge_prompt(prompt_tokens);
     Ok(Prepared {
         streams,
         prompts,
