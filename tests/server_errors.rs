@@ -163,7 +163,7 @@ async fn invalid_params_get_400_and_never_disturb_other_requests() {
         ),
         (
             &chats,
-            chat(json!({"response_format": {"type": "json_object"}})),
+            chat(json!({"response_format": {"type": "xml"}})),
             Some("response_format"),
         ),
         (
