@@ -3,29 +3,15 @@
 
 mod common_server;
 
-use common_server::{MODEL_NAME, TestServer, assert_error_shape, post_json};
+use common_server::{MODEL_NAME, TestServer, assert_error_shape, completion, keys_file, post_json};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-fn keys_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("indus-fair-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("keys.toml");
-    std::fs::write(
-        &path,
-        "[[keys]]\nname = \"vip\"\nkey = \"sk-vip\"\nallow_priority = true\n\n[[keys]]\nname = \"flood\"\nkey = \"sk-flood\"\n\n[[keys]]\nname = \"other\"\nkey = \"sk-other\"\n",
-    )
-    .unwrap();
-    path
-}
-
-fn completion(max_tokens: usize) -> serde_json::Value {
-    json!({"model": MODEL_NAME, "prompt": "Hi", "max_tokens": max_tokens, "ignore_eos": true})
-}
+const KEYS: &str = "[[keys]]\nname = \"vip\"\nkey = \"sk-vip\"\nallow_priority = true\n\n[[keys]]\nname = \"flood\"\nkey = \"sk-flood\"\n\n[[keys]]\nname = \"other\"\nkey = \"sk-other\"\n";
 
 #[tokio::test]
 async fn priority_is_only_for_keys_allowed_it() {
-    let keys = keys_file();
+    let (_dir, keys) = keys_file("fair-priority", KEYS);
     let s = TestServer::start(&["--api-keys-file", keys.to_str().unwrap()]);
     let url = s.url("/v1/completions");
     let mut body = completion(2);
@@ -47,7 +33,7 @@ async fn priority_is_only_for_keys_allowed_it() {
 
 #[tokio::test]
 async fn a_flood_from_one_key_does_not_starve_another() {
-    let keys = keys_file();
+    let (_dir, keys) = keys_file("fair-flood", KEYS);
     let s = TestServer::start(&[
         "--api-keys-file",
         keys.to_str().unwrap(),

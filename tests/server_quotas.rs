@@ -5,25 +5,12 @@
 
 mod common_server;
 
-use common_server::{MODEL_NAME, TestServer, assert_error_shape, post_json, sse_data};
+use common_server::{
+    MODEL_NAME, TestServer, assert_error_shape, completion, keys_file, post_json, sse_data,
+};
 use futures::StreamExt;
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// A fresh directory with `keys.toml` holding `keys`.
-fn keys_file(tag: &str, keys: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("indus-quota-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("keys.toml");
-    std::fs::write(&path, keys).unwrap();
-    (dir, path)
-}
-
-fn completion(max_tokens: usize) -> serde_json::Value {
-    json!({"model": MODEL_NAME, "prompt": "Hi", "max_tokens": max_tokens, "ignore_eos": true})
-}
 
 fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name)
@@ -35,7 +22,7 @@ fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
 #[tokio::test]
 async fn requests_per_minute_refuses_with_retry_after_and_headers() {
     let (dir, keys) = keys_file(
-        "rpm",
+        "quota-rpm",
         "[[keys]]\nname = \"limited\"\nkey = \"sk-lim\"\nrequests_per_minute = 2\n\n[[keys]]\nname = \"free\"\nkey = \"sk-free\"\n",
     );
     let audit = dir.join("audit.jsonl");
@@ -105,7 +92,7 @@ async fn requests_per_minute_refuses_with_retry_after_and_headers() {
 #[tokio::test]
 async fn a_stream_holds_its_concurrency_slot_until_it_ends() {
     let (_dir, keys) = keys_file(
-        "conc",
+        "quota-conc",
         "[[keys]]\nname = \"one\"\nkey = \"sk-one\"\nmax_concurrent_requests = 1\ntokens_per_minute = 2000\n",
     );
     let s = TestServer::start(&[
@@ -162,7 +149,7 @@ async fn a_stream_holds_its_concurrency_slot_until_it_ends() {
 #[tokio::test]
 async fn the_daily_budget_survives_a_restart_with_the_same_state_dir() {
     let (dir, keys) = keys_file(
-        "daily",
+        "quota-daily",
         "[[keys]]\nname = \"budget\"\nkey = \"sk-b\"\ndaily_token_budget = 40\n",
     );
     let state = dir.join("state");

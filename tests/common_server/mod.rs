@@ -245,6 +245,23 @@ fn defaults_not_in(extra: &[&str]) -> Vec<&'static str> {
 
 /// reqwest is built with `rustls-no-provider` (for `indus bench`): every process that makes a
 /// client must pick the crypto provider, even for plain HTTP.
+/// A fresh directory `indus-{tag}-{pid}` under the temp dir with `keys.toml` holding `keys`:
+/// (the directory, the keys file). Tests running at once need different tags.
+pub fn keys_file(tag: &str, keys: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("indus-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.toml");
+    std::fs::write(&path, keys).unwrap();
+    (dir, path)
+}
+
+/// A completions body for the served fixture that always writes `max_tokens` tokens.
+pub fn completion(max_tokens: usize) -> serde_json::Value {
+    serde_json::json!({"model": MODEL_NAME, "prompt": "Hi", "max_tokens": max_tokens,
+        "ignore_eos": true})
+}
+
 pub fn init_tls() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
