@@ -11,3 +11,4 @@ pub mod loader;
 pub mod scheduler;
 pub mod server;
 pub mod tokenizer;
+pub mod tools;

@@ -15,20 +15,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const VAR: &str = "INDUS_TEST_SMOLLM2_GGUF";
-const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-
 fn model_path() -> Option<PathBuf> {
-    let Some(p) = std::env::var_os(VAR) else {
-        println!("{VAR} is not set: skipping (scripts/fetch-test-models.sh installs the model)");
-        return None;
-    };
-    let p = PathBuf::from(p);
-    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{VAR}={}: {e}", p.display()));
-    use sha2::Digest;
-    let got = format!("{:x}", sha2::Sha256::digest(&bytes));
-    assert_eq!(got, SHA256, "{VAR}={} is not the pinned file", p.display());
-    Some(p)
+    common::smollm2_gguf()
 }
 
 fn golden() -> (HashMap<String, Tensor>, serde_json::Value) {

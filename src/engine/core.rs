@@ -318,7 +318,37 @@ impl Engine {
         };
         let batch = StepBatch::build(&out, &self.scheduler, &self.kv, &is_embed);
         let embed_seqs: Vec<bool> = batch.embeds.clone();
-        let rows = match execute(&self.model, &self.cache, batch) {
+        // The grammars' masks for this step's samples are computed on another thread while
+        // the forward pass runs: they depend only on the tokens already sampled.
+        let guided: Vec<(SeqId, &mut Matcher)> = {
+            let samples: std::collections::HashSet<SeqId> = out
+                .seqs
+                .iter()
+                .filter(|s| s.samples)
+                .map(|s| s.id)
+                .collect();
+            self.choices
+                .iter_mut()
+                .filter(|(id, _)| samples.contains(id))
+                .filter_map(|(id, c)| c.matcher.as_mut().map(|m| (*id, m)))
+                .collect()
+        };
+        let (rows, mut masks) = std::thread::scope(|scope| {
+            let masks = (!guided.is_empty()).then(|| {
+                scope.spawn(move || {
+                    guided
+                        .into_iter()
+                        .map(|(id, m)| (id, allowed_next(m)))
+                        .collect::<HashMap<_, _>>()
+                })
+            });
+            let rows = execute(&self.model, &self.cache, batch);
+            let masks = masks
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default();
+            (rows, masks)
+        });
+        let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, "forward pass failed; failing the step's requests");
@@ -354,7 +384,7 @@ impl Engine {
             if embed {
                 updates.extend(hidden.next().and_then(|h| self.finish_embedding(seq, h)));
             } else if let Some(mut row) = logits.next() {
-                match self.sample_one(seq, &mut row) {
+                match self.sample_one(seq, &mut row, masks.remove(&seq)) {
                     Ok(update) => updates.extend(update),
                     Err(failure) => failed.push(failure),
                 }
@@ -386,12 +416,14 @@ impl Engine {
         })
     }
 
-    /// Samples one choice's next token. `Err` carries the request to fail: its grammar
-    /// could not go on (llguidance's error, which names the cause).
+    /// Samples one choice's next token, from `mask` when its grammar computed one. `Err`
+    /// carries the request to fail: its grammar could not go on (llguidance's error, which
+    /// names the cause).
     fn sample_one(
         &mut self,
         seq_id: SeqId,
         row: &mut [f32],
+        mask: Option<Result<TokenMask, String>>,
     ) -> Result<Option<Update>, (u64, EngineError)> {
         let Some(choice) = self.choices.get_mut(&seq_id) else {
             return Ok(None);
@@ -407,9 +439,11 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let mask = match choice.matcher.as_mut() {
-            Some(m) => Some(allowed_next(m).map_err(guided_failure)?),
-            None => None,
+        let mask = match (choice.matcher.as_mut(), mask) {
+            (Some(_), Some(mask)) => Some(mask.map_err(guided_failure)?),
+            // A mask thread that died leaves the choice's mask to be computed here.
+            (Some(m), None) => Some(allowed_next(m).map_err(guided_failure)?),
+            (None, _) => None,
         };
         let params = &req.params;
         let (token, logprob) = sample(

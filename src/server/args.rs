@@ -90,6 +90,12 @@ pub struct ServeArgs {
     /// also capped by --max-num-seqs.
     #[arg(long, default_value_t = 128, env = "INDUS_MAX_N")]
     pub max_n: usize,
+    /// How tool calls are read out of generated text, as vLLM names its parsers: `hermes`
+    /// (`<tool_call>` JSON: Qwen2.5/Qwen3, Hermes, templates/tool_chat_hermes.jinja),
+    /// `llama3_json` or `mistral`. Default: judged from the chat template; with neither,
+    /// `tool_choice: auto` is refused (`required` and named functions still work).
+    #[arg(long, env = "INDUS_TOOL_CALL_PARSER")]
+    pub tool_call_parser: Option<crate::tools::ToolCallFormat>,
     /// Only 1 is supported today (accepted for compatibility with vllm serve and the Helm chart).
     #[arg(long, default_value_t = 1, env = "INDUS_TENSOR_PARALLEL_SIZE")]
     pub tensor_parallel_size: usize,

@@ -191,6 +191,7 @@ pub struct Server {
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     served_names: Vec<String>,
+    tool_call_parser: Option<crate::tools::ToolCallFormat>,
     conn_limits: conn::ConnLimits,
     /// `--metrics-port`'s listener, when set.
     metrics_listener: Option<tokio::net::TcpListener>,
@@ -300,6 +301,7 @@ impl Server {
                 .filter(|n| !n.is_empty())
                 .cloned()
                 .collect(),
+            tool_call_parser: args.tool_call_parser,
             conn_limits,
             metrics_listener,
         })
@@ -339,6 +341,7 @@ impl Server {
             shutdown,
             shutdown_timeout,
             served_names,
+            tool_call_parser,
             conn_limits,
             metrics_listener,
         } = self;
@@ -405,17 +408,30 @@ impl Server {
                 root: p.root,
             });
         }
-        let chat = loaded.engine.map(|engine| Loaded {
-            grammar: Arc::new(crate::guided::LazyGrammarCompiler::new(
-                engine.tokenizer().clone(),
-            )),
-            engine,
-            names: main_names.clone(),
-            root: loaded.name,
-            quantization: loaded.quantization,
-            architecture: loaded.architecture,
-            created,
-            embedding: loaded.embedding,
+        let chat = loaded.engine.map(|engine| {
+            let tool_format = tool_call_parser.or_else(|| {
+                engine
+                    .tokenizer()
+                    .chat_template_source()
+                    .and_then(crate::tools::ToolCallFormat::detect)
+            });
+            tracing::info!(
+                tool_call_parser = tool_format.map(|f| f.name()).unwrap_or("none"),
+                "tool calls"
+            );
+            Loaded {
+                tool_format,
+                grammar: Arc::new(crate::guided::LazyGrammarCompiler::new(
+                    engine.tokenizer().clone(),
+                )),
+                engine,
+                names: main_names.clone(),
+                root: loaded.name,
+                quantization: loaded.quantization,
+                architecture: loaded.architecture,
+                created,
+                embedding: loaded.embedding,
+            }
         });
         let engine = chat.as_ref().map(|c| c.engine.clone());
         let workers: Vec<_> = pooling.iter().map(|p| p.handle.clone()).collect();

@@ -18,8 +18,8 @@ use std::convert::Infallible;
 pub trait ChunkFormat: Send + 'static {
     /// Chunks sent before any output (chat's role deltas, completions' echoed prompts).
     fn opening(&mut self) -> Vec<String>;
-    /// The chunk for one update of choice `slot`, if there is anything to send.
-    fn chunk(&mut self, slot: usize, out: &RequestOutput) -> Option<String>;
+    /// The chunks for one update of choice `slot` (none when there is nothing to send).
+    fn chunk(&mut self, slot: usize, out: &RequestOutput) -> Vec<String>;
     /// The final chunk carrying the request's usage (`stream_options.include_usage`).
     fn usage(&mut self, usage: Usage) -> String;
 }
@@ -76,7 +76,7 @@ impl<F: ChunkFormat> Driver<F> {
             let rec = self.rec.as_mut()?;
             rec.add_completion(slot, out.token_ids.len(), &out.text, out.finish_reason);
             self.longest[prompt] = self.longest[prompt].max(out.num_generated_tokens);
-            let mut events: Vec<String> = self.fmt.chunk(slot, &out).into_iter().collect();
+            let mut events = self.fmt.chunk(slot, &out);
             if out.is_last() {
                 rec.add_prompt(out.num_prompt_tokens, out.num_cached_tokens);
                 rec.observe(out.times.as_ref(), self.longest[prompt]);

@@ -30,6 +30,9 @@ pub struct Loaded {
     pub embedding: Option<PoolingInfo>,
     /// Compiles structured-output constraints against this model's vocabulary.
     pub grammar: std::sync::Arc<crate::guided::LazyGrammarCompiler>,
+    /// How this model writes tool calls (`--tool-call-parser`, else judged from the chat
+    /// template); `None` refuses `tool_choice: auto`.
+    pub tool_format: Option<crate::tools::ToolCallFormat>,
 }
 
 /// An encoder model (embeddings or reranking) served beside the chat model.

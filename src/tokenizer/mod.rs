@@ -207,16 +207,31 @@ impl Tokenizer {
         self.chat_template.is_some()
     }
 
+    /// The chat template's Jinja source (to tell which tool-call format it writes).
+    pub fn chat_template_source(&self) -> Option<&str> {
+        self.chat_template.as_ref().map(ChatTemplate::source)
+    }
+
     /// Renders a conversation with the model's chat template.
     pub fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.apply_chat_template_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Renders a conversation and the tools offered in it.
+    pub fn apply_chat_template_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         self.chat_template
             .as_ref()
             .ok_or(TokenizerError::NoChatTemplate)?
-            .render(messages, add_generation_prompt)
+            .render(messages, tools, add_generation_prompt)
     }
 }
 

@@ -89,3 +89,32 @@ fn token_bytes_join_back_to_the_text() {
         assert_eq!(String::from_utf8(joined).unwrap(), format!(" {text}"));
     }
 }
+
+#[test]
+fn the_shipped_hermes_template_renders_tools_calls_and_results() {
+    let src = include_str!("../../templates/tool_chat_hermes.jinja");
+    let t = ChatTemplate::new(src.to_string(), "<s>".into(), "</s>".into()).unwrap();
+    let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather"}})];
+    let mut call = ChatMessage::new("assistant", "");
+    call.tool_calls = Some(vec![serde_json::json!({"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": {"city": "Lahore"}}})]);
+    let mut result = ChatMessage::new("tool", "31 C");
+    result.tool_call_id = Some("call_1".into());
+    let messages = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Weather in Lahore?"),
+        call,
+        result,
+    ];
+    let got = t.render(&messages, Some(&tools), true).unwrap();
+    let want = "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{\"function\":{\"name\":\"get_weather\"},\"type\":\"function\"}\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Lahore?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Lahore\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n31 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n";
+    assert_eq!(got, want);
+    // Without tools it is plain ChatML.
+    let got = t
+        .render(&[ChatMessage::new("user", "Hi")], None, true)
+        .unwrap();
+    assert_eq!(
+        got,
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}

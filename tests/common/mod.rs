@@ -226,3 +226,28 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb)
 }
+
+pub const SMOLLM2_VAR: &str = "INDUS_TEST_SMOLLM2_GGUF";
+const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// SmolLM2-135M-Instruct Q4_1 from INDUS_TEST_SMOLLM2_GGUF: `None` (said so) when unset, a
+/// failure when set but missing or not the pinned file.
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let Some(p) = std::env::var_os(SMOLLM2_VAR) else {
+        println!(
+            "{SMOLLM2_VAR} is not set: skipping (scripts/fetch-test-models.sh installs the model)"
+        );
+        return None;
+    };
+    let p = PathBuf::from(p);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{SMOLLM2_VAR}={}: {e}", p.display()));
+    use sha2::Digest;
+    let got = format!("{:x}", sha2::Sha256::digest(&bytes));
+    assert_eq!(
+        got,
+        SMOLLM2_SHA256,
+        "{SMOLLM2_VAR}={} is not the pinned file",
+        p.display()
+    );
+    Some(p)
+}

@@ -313,6 +313,18 @@ pub async fn post_json(
     )
 }
 
+/// POSTs JSON and returns the status and the body as text (for streamed answers).
+pub async fn post_text(url: &str, body: &serde_json::Value, key: Option<&str>) -> (u16, String) {
+    init_tls();
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
 /// Asserts OpenAI's error shape and returns the error object.
 pub fn assert_error_shape(body: &serde_json::Value) -> &serde_json::Map<String, serde_json::Value> {
     let err = body

@@ -3,9 +3,10 @@
 use super::logprobs;
 use super::params;
 use super::structured;
+use super::tools::{self, ToolPlan};
 use super::types::{
-    ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatLogprobs, ChatMessageIn, ChatMessageOut,
-    ChatRequest, ChatResponse, MessageContent, Usage,
+    ChatChoice, ChatChunk, ChatChunkChoice, ChatDelta, ChatLogprobs, ChatMessageIn, ChatRequest,
+    ChatResponse, MessageContent, Usage,
 };
 use crate::engine::{OutputStream, RequestOutput};
 use crate::server::admission;
@@ -14,8 +15,9 @@ use crate::server::error::ApiError;
 use crate::server::record::RequestRecord;
 use crate::server::sse::{self, ChunkFormat};
 use crate::server::state::AppState;
-use crate::server::{body, finish_str, generate, new_id, unix_now, with_request_id};
+use crate::server::{body, generate, new_id, unix_now, with_request_id};
 use crate::tokenizer::{ChatMessage, Tokenizer};
+use crate::tools::{ToolMode, ToolStreamer};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
@@ -31,6 +33,8 @@ struct Prepared {
     stream: bool,
     include_usage: bool,
     tokenizer: Arc<Tokenizer>,
+    /// How the output is read for tool calls; `None` when it is plain text.
+    tool_mode: Option<ToolMode>,
 }
 
 pub async fn create(
@@ -59,6 +63,10 @@ pub async fn create(
             n: p.n,
             logprobs: p.logprobs,
             tokenizer: p.tokenizer.clone(),
+            streamers: (0..p.n)
+                .map(|_| p.tool_mode.clone().map(ToolStreamer::new))
+                .collect(),
+            call_ids: vec![Vec::new(); p.n],
         };
         return sse::respond(p.streams, p.n, rec, fmt, p.include_usage);
     }
@@ -70,17 +78,17 @@ pub async fn create(
         .iter()
         .flat_map(|r| r.choices.iter())
         .enumerate()
-        .map(|(index, c)| ChatChoice {
-            index,
-            message: ChatMessageOut {
-                role: "assistant",
-                content: c.text.clone(),
-            },
-            logprobs: p.logprobs.then(|| ChatLogprobs {
-                content: Some(logprobs::chat(&p.tokenizer, &c.logprobs)),
-                refusal: None,
-            }),
-            finish_reason: c.finish_reason.map(finish_str),
+        .map(|(index, c)| {
+            let (message, has_calls) = tools::message(&c.text, p.tool_mode.as_ref());
+            ChatChoice {
+                index,
+                message,
+                logprobs: p.logprobs.then(|| ChatLogprobs {
+                    content: Some(logprobs::chat(&p.tokenizer, &c.logprobs)),
+                    refusal: None,
+                }),
+                finish_reason: c.finish_reason.map(|f| tools::finish_reason(f, has_calls)),
+            }
         })
         .collect();
     let resp = ChatResponse {
@@ -102,7 +110,8 @@ fn reject(rec: RequestRecord, e: ApiError) -> Response {
     with_request_id(e.into_response(), &id)
 }
 
-/// Messages as the chat template takes them: text parts joined, `developer` as `system`.
+/// Messages as the chat template takes them: text parts joined, `developer` as `system`,
+/// tool calls' arguments as objects.
 pub fn to_template_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad("messages", "messages must not be empty"));
@@ -130,28 +139,42 @@ pub fn to_template_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessag
                 }
             };
             let role = if m.role == "developer" { "system" } else { m.role.as_str() };
-            Ok(ChatMessage::new(role, &content))
+            let mut msg = ChatMessage::new(role, &content);
+            if let Some(calls) = m.tool_calls.as_deref().filter(|c| !c.is_empty()) {
+                msg.tool_calls = Some(tools::template_tool_calls(calls)?);
+            }
+            msg.tool_call_id = m.tool_call_id.clone();
+            msg.name = m.name.clone();
+            Ok(msg)
         })
         .collect()
 }
 
-/// Countable bytes of a message's text (see [`admission::countable_bytes`]).
+/// Countable bytes of a message's text and calls (see [`admission::countable_bytes`]).
 fn content_bytes(m: &ChatMessageIn) -> usize {
-    match &m.content {
-        None => 0,
-        Some(MessageContent::Text(t)) => admission::countable_bytes(t),
-        Some(MessageContent::Parts(parts)) => parts
-            .iter()
-            .filter_map(|p| p.text.as_deref())
-            .map(admission::countable_bytes)
-            .sum(),
-    }
+    let calls = m
+        .tool_calls
+        .as_ref()
+        .map(|c| admission::countable_bytes(&serde_json::Value::from(c.clone()).to_string()))
+        .unwrap_or(0);
+    calls
+        + match &m.content {
+            None => 0,
+            Some(MessageContent::Text(t)) => admission::countable_bytes(t),
+            Some(MessageContent::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .map(admission::countable_bytes)
+                .sum(),
+        }
 }
 
-/// The prompt token ids of a conversation rendered with the model's chat template.
+/// The prompt token ids of a conversation (and the tools offered in it) rendered with the
+/// model's chat template.
 pub fn render(
     tok: &Tokenizer,
     messages: &[ChatMessageIn],
+    tools: Option<&[serde_json::Value]>,
     add_generation_prompt: bool,
 ) -> Result<Vec<u32>, ApiError> {
     let msgs = to_template_messages(messages)?;
@@ -162,7 +185,7 @@ pub fn render(
         ));
     }
     let text = tok
-        .apply_chat_template(&msgs, add_generation_prompt)
+        .apply_chat_template_with_tools(&msgs, tools, add_generation_prompt)
         .map_err(|e| ApiError::bad("messages", e.to_string()))?;
     // The template writes special tokens (BOS) as text; don't add them twice.
     tok.encode(&text, false)
@@ -178,8 +201,21 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     loaded.require_generate(&model)?;
     rec.model = Some(model.clone());
     params::check_common(&req.common)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad("tools", "tool calling is not supported"));
+    let own_constraint = structured::constraint(&req.common)?;
+    let ToolPlan {
+        tools: offered,
+        mode: tool_mode,
+        constraint: tool_constraint,
+    } = tools::plan(
+        &req,
+        loaded.tool_format,
+        own_constraint.as_ref().map(|c| c.0),
+    )?;
+    if let Some(ToolMode::Auto { format, .. }) = &tool_mode
+        && format.marker_is_special()
+    {
+        // The call marker is a special token: keep it in the text so calls can be found.
+        req.common.skip_special_tokens.get_or_insert(false);
     }
     let top = params::non_negative(req.top_logprobs, "top_logprobs")?;
     let logprobs = match (req.logprobs.unwrap_or(false), top) {
@@ -196,8 +232,12 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         .check(1, params::positive(req.common.n, "n")?.unwrap_or(1))?;
     let tokenizer = loaded.engine.tokenizer().clone();
     let max_len = loaded.engine.limits().max_model_len;
+    let tools_bytes = offered
+        .as_ref()
+        .map(|t| admission::countable_bytes(&serde_json::Value::from(t.clone()).to_string()))
+        .unwrap_or(0);
     admission::check_prompt_bytes(
-        req.messages.iter().map(content_bytes).sum(),
+        req.messages.iter().map(content_bytes).sum::<usize>() + tools_bytes,
         admission::max_prompt_bytes(max_len, tokenizer.max_token_bytes()),
         max_len,
         "messages",
@@ -210,7 +250,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     let tok = tokenizer.clone();
     let ids = st
         .tokenize_pool
-        .run(move || render(&tok, &messages, add_generation_prompt))
+        .run(move || render(&tok, &messages, offered.as_deref(), add_generation_prompt))
         .await?;
     let max_tokens = match params::positive(req.max_completion_tokens, "max_completion_tokens")? {
         Some(m) => m,
@@ -227,7 +267,14 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
     let prompt_tokens = ids.len();
     rec.check_prompt_quota(prompt_tokens)?;
-    let guided = structured::compile(st, loaded, &req.common).await?;
+    let constraint = match tool_constraint {
+        Some(k) => Some(("tools", k)),
+        None => own_constraint,
+    };
+    let guided = match constraint {
+        Some((param, k)) => Some(structured::compile_constraint(st, loaded, param, k).await?),
+        None => None,
+    };
     let streams = generate::submit(
         loaded,
         &rec.id,
@@ -246,6 +293,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         stream: rec.stream,
         include_usage: params::include_usage(&req.common),
         tokenizer,
+        tool_mode,
     })
 }
 
@@ -256,6 +304,10 @@ struct StreamFormat {
     n: usize,
     logprobs: bool,
     tokenizer: Arc<Tokenizer>,
+    /// Per choice: its tool-call reader, when the output is read for calls.
+    streamers: Vec<Option<ToolStreamer>>,
+    /// Per choice: the ids given to its calls so far.
+    call_ids: Vec<Vec<String>>,
 }
 
 impl StreamFormat {
@@ -282,6 +334,7 @@ impl ChunkFormat for StreamFormat {
                         delta: ChatDelta {
                             role: Some("assistant"),
                             content: Some(String::new()),
+                            tool_calls: None,
                         },
                         logprobs: None,
                         finish_reason: None,
@@ -292,25 +345,53 @@ impl ChunkFormat for StreamFormat {
             .collect()
     }
 
-    fn chunk(&mut self, slot: usize, out: &RequestOutput) -> Option<String> {
-        if out.text.is_empty() && out.finish_reason.is_none() && !self.logprobs {
-            return None;
-        }
-        Some(self.json(
-            vec![ChatChunkChoice {
-                index: slot,
-                delta: ChatDelta {
-                    role: None,
-                    content: (!out.text.is_empty()).then(|| out.text.clone()),
+    fn chunk(&mut self, slot: usize, out: &RequestOutput) -> Vec<String> {
+        let (deltas, has_calls) = match self.streamers.get_mut(slot).and_then(Option::as_mut) {
+            Some(reader) => {
+                let mut pieces = reader.push(&out.text);
+                if out.finish_reason.is_some() {
+                    pieces.extend(reader.finish());
+                }
+                let ids = &mut self.call_ids[slot];
+                (tools::deltas(pieces, ids), reader.has_calls())
+            }
+            None => (
+                if out.text.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![ChatDelta {
+                        content: Some(out.text.clone()),
+                        ..ChatDelta::default()
+                    }]
                 },
-                logprobs: self.logprobs.then(|| ChatLogprobs {
-                    content: Some(logprobs::chat(&self.tokenizer, &out.logprobs)),
-                    refusal: None,
-                }),
-                finish_reason: out.finish_reason.map(finish_str),
-            }],
-            None,
-        ))
+                false,
+            ),
+        };
+        let finish = out
+            .finish_reason
+            .map(|f| tools::finish_reason(f, has_calls));
+        if deltas.is_empty() && finish.is_none() && !self.logprobs {
+            return Vec::new();
+        }
+        let mut logprobs = self.logprobs.then(|| ChatLogprobs {
+            content: Some(logprobs::chat(&self.tokenizer, &out.logprobs)),
+            refusal: None,
+        });
+        let count = deltas.len().max(1);
+        let mut deltas = deltas.into_iter();
+        (0..count)
+            .map(|i| {
+                self.json(
+                    vec![ChatChunkChoice {
+                        index: slot,
+                        delta: deltas.next().unwrap_or_default(),
+                        logprobs: logprobs.take(),
+                        finish_reason: if i + 1 == count { finish } else { None },
+                    }],
+                    None,
+                )
+            })
+            .collect()
     }
 
     fn usage(&mut self, usage: Usage) -> String {

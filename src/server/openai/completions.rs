@@ -240,9 +240,9 @@ impl ChunkFormat for StreamFormat {
             .collect()
     }
 
-    fn chunk(&mut self, slot: usize, out: &RequestOutput) -> Option<String> {
+    fn chunk(&mut self, slot: usize, out: &RequestOutput) -> Vec<String> {
         if out.text.is_empty() && out.finish_reason.is_none() && !self.logprobs {
-            return None;
+            return Vec::new();
         }
         let logprobs = self.logprobs.then(|| {
             let mut lp = CompletionLogprobs::default();
@@ -250,7 +250,7 @@ impl ChunkFormat for StreamFormat {
                 logprobs::completion(&self.tokenizer, &out.logprobs, self.offsets[slot], &mut lp);
             lp
         });
-        Some(self.json(
+        vec![self.json(
             vec![CompletionChoice {
                 index: slot,
                 text: out.text.clone(),
@@ -258,7 +258,7 @@ impl ChunkFormat for StreamFormat {
                 finish_reason: out.finish_reason.map(finish_str),
             }],
             None,
-        ))
+        )]
     }
 
     fn usage(&mut self, usage: Usage) -> String {

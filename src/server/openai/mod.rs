@@ -11,4 +11,5 @@ pub mod pooling;
 pub mod rerank;
 pub mod structured;
 pub mod tokenize;
+pub mod tools;
 pub mod types;

@@ -140,20 +140,28 @@ pub async fn compile(
     loaded: &Loaded,
     c: &CommonParams,
 ) -> Result<Option<Arc<CompiledGrammar>>, ApiError> {
-    let Some((param, constraint)) = constraint(c)? else {
-        return Ok(None);
-    };
+    match constraint(c)? {
+        Some((param, k)) => compile_constraint(st, loaded, param, k).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Compiles one constraint; errors name `param`, the field it came from.
+pub async fn compile_constraint(
+    st: &AppState,
+    loaded: &Loaded,
+    param: &'static str,
+    constraint: Constraint,
+) -> Result<Arc<CompiledGrammar>, ApiError> {
     let compiler = loaded.grammar.clone();
-    let grammar = st
-        .tokenize_pool
+    st.tokenize_pool
         .run(move || {
             compiler.compile(&constraint).map_err(|e| match e {
                 GuidedError::Invalid(m) => ApiError::bad(param, format!("{param}: {m}")),
                 e @ GuidedError::Unavailable(_) => ApiError::bad(param, e.to_string()),
             })
         })
-        .await?;
-    Ok(Some(grammar))
+        .await
 }
 
 #[cfg(test)]

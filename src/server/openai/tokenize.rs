@@ -25,7 +25,7 @@ pub async fn tokenize(
         (Some(p), None) => tok
             .encode(p, req.add_special_tokens.unwrap_or(true))
             .map_err(|e| ApiError::bad("prompt", e.to_string()))?,
-        (None, Some(m)) => render(tok, m, req.add_generation_prompt.unwrap_or(true))?,
+        (None, Some(m)) => render(tok, m, None, req.add_generation_prompt.unwrap_or(true))?,
         _ => {
             return Err(ApiError::bad(
                 "prompt",

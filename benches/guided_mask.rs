@@ -1,0 +1,96 @@
+//! What a grammar costs per sampled token: llguidance's mask (the set of tokens allowed
+//! next) and the matcher's advance, for a nested JSON schema over the fixture's 32k Llama 2
+//! vocabulary, one choice and 64 choices stepped together (the engine computes a step's masks
+//! on one thread, beside the forward pass). Each walk samples allowed tokens at random, so it
+//! visits strings, numbers, enums and structure. Run: `cargo bench --bench guided_mask`;
+//! divide by the 32 steps of a walk for the time per step.
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use indus::guided::{Constraint, GrammarCompiler, Matcher};
+use indus::tokenizer::Tokenizer;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const STEPS: usize = 32;
+
+fn tokenizer() -> Arc<Tokenizer> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
+    Arc::new(
+        Tokenizer::from_files(
+            &dir.join("tokenizer.json"),
+            Some(&dir.join("tokenizer_config.json")),
+            Some(&dir.join("generation_config.json")),
+            &[],
+            None,
+        )
+        .expect("the fixture tokenizer"),
+    )
+}
+
+fn ticket_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "customer": {"type": "object", "properties": {
+                "name": {"type": "string", "maxLength": 24},
+                "tier": {"enum": ["prepaid", "postpaid"]}},
+                "required": ["name", "tier"], "additionalProperties": false},
+            "tags": {"type": "array", "items": {"enum": ["billing", "network", "sim"]},
+                "minItems": 1, "maxItems": 3},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+            "notes": {"type": "string"},
+            "urgent": {"type": "boolean"}},
+        "required": ["customer", "tags", "priority", "notes", "urgent"],
+        "additionalProperties": false,
+    })
+}
+
+/// One step of every walk: its mask, then a random allowed token consumed.
+fn step(matchers: &mut [Matcher], rng: &mut ChaCha8Rng) {
+    for m in matchers.iter_mut() {
+        if m.is_stopped() {
+            continue;
+        }
+        let mask = m.compute_mask_or_eos().expect("mask");
+        let allowed = mask.to_list();
+        let token = allowed[rng.random_range(0..allowed.len())];
+        let _ = m.consume_token(token);
+    }
+}
+
+fn masks(c: &mut Criterion) {
+    let tok = tokenizer();
+    let compiler = GrammarCompiler::new(&tok, 4).expect("compiler");
+    let grammar = compiler
+        .compile(&Constraint::JsonSchema(ticket_schema()))
+        .expect("grammar");
+    let mut g = c.benchmark_group("guided");
+    for batch in [1usize, 64] {
+        g.bench_function(
+            format!("json schema, {STEPS} steps x {batch} choices"),
+            |b| {
+                let mut rng = ChaCha8Rng::seed_from_u64(7);
+                b.iter_batched(
+                    || (0..batch).map(|_| grammar.matcher()).collect::<Vec<_>>(),
+                    |mut ms| {
+                        for _ in 0..STEPS {
+                            step(&mut ms, &mut rng);
+                        }
+                        ms
+                    },
+                    BatchSize::LargeInput,
+                )
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = masks
+}
+criterion_main!(benches);
