@@ -20,6 +20,7 @@ import argparse
 import json
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import Literal
 
@@ -108,24 +109,26 @@ def main() -> int:
     ap.add_argument("--api-key", default="unused")
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--max-tokens", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     ap.add_argument("--agent", action="store_true", help="also run the agent loop")
     args = ap.parse_args()
     client = OpenAI(base_url=args.base_url, api_key=args.api_key, timeout=300)
     common = dict(model=args.model, temperature=1.0, max_tokens=args.max_tokens)
     failed = 0
 
+    def attempt(one, i):
+        try:
+            return one(i)
+        except Exception as e:  # a failed run is counted and shown, not fatal
+            return f"{type(e).__name__}: {e}"
+
     def run(name, one):
         nonlocal failed
-        passed, last = 0, None
-        for i in range(args.runs):
-            try:
-                err = one(i)
-            except Exception as e:  # a failed run is counted and shown, not fatal
-                err = f"{type(e).__name__}: {e}"
-            if err is None:
-                passed += 1
-            else:
-                last = err
+        # Concurrent requests so the server batches them, as it would real traffic.
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            errors = list(pool.map(lambda i: attempt(one, i), range(args.runs)))
+        failures = [e for e in errors if e is not None]
+        passed, last = args.runs - len(failures), failures[-1] if failures else None
         failed += args.runs - passed
         print(f"{name}: {passed}/{args.runs}" + (f" (last failure: {last})" if last else ""))
 
@@ -163,9 +166,20 @@ def main() -> int:
     def required(i):
         r = client.chat.completions.create(
             messages=user("Is the network down in Quetta? My number is 03001234567."), seed=i,
-            tools=TOOLS, tool_choice="required", **common)
+            tools=TOOLS, tool_choice="required", parallel_tool_calls=False, **common)
         c = r.choices[0]
         if c.finish_reason != "tool_calls":
+            return f"finish_reason {c.finish_reason}"
+        return check_calls(c.message, SCHEMAS, exactly_one=True)
+
+    def required_parallel(i):
+        # The grammar bounds each call but not how many a model chains: a choice may stop at
+        # max_tokens, and then every call it finished must still validate.
+        r = client.chat.completions.create(
+            messages=user("Weather in Lahore and Karachi, and open a ticket for 03001234567."), seed=i,
+            tools=TOOLS, tool_choice="required", **common)
+        c = r.choices[0]
+        if c.finish_reason not in ("tool_calls", "length"):
             return f"finish_reason {c.finish_reason}"
         return check_calls(c.message, SCHEMAS)
 
@@ -200,7 +214,8 @@ def main() -> int:
     run("response_format json_schema", json_schema)
     run("structured_outputs regex", regex)
     run("structured_outputs choice", choice)
-    run("tool_choice required", required)
+    run("tool_choice required (one call)", required)
+    run("tool_choice required (parallel calls)", required_parallel)
     run("tool_choice named", named)
     run("stream == non-stream (required)", stream_agrees)
 

@@ -111,6 +111,10 @@ pub struct SchedulerArgs {
     /// Requests waiting to start beyond which new ones get 429.
     #[arg(long, env = "INDUS_MAX_WAITING_REQUESTS")]
     pub max_waiting_requests: Option<usize>,
+    /// Threads computing structured-output masks while the forward pass runs (0: one per
+    /// core, at most 8).
+    #[arg(long, default_value_t = 0, env = "INDUS_GUIDED_DECODING_THREADS")]
+    pub guided_decoding_threads: usize,
 }
 
 /// Parses sizes like `512MiB`, `8GiB`, `1.5GB`, `1048576`.

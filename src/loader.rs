@@ -265,6 +265,7 @@ pub fn engine_config(
         fault_panic_at_step: std::env::var("INDUS_FAULT_PANIC_AT_STEP")
             .ok()
             .and_then(|v| v.parse().ok()),
+        guided_threads: sched.guided_decoding_threads,
     })
 }
 

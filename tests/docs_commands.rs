@@ -500,7 +500,10 @@ impl Runner {
             if let Some((_, fixture)) = MODEL_PATHS.iter().find(|(p, _)| path.ends_with(p)) {
                 path = fixture.to_string();
             }
-            if path.starts_with("tests/") {
+            if ["tests/", "templates/", "scripts/"]
+                .iter()
+                .any(|d| path.starts_with(d))
+            {
                 path = repo().join(&path).display().to_string();
             }
             args[i] = format!("{name}{path}");

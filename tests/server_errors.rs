@@ -158,7 +158,7 @@ async fn invalid_params_get_400_and_never_disturb_other_requests() {
         ),
         (
             &chats,
-            chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            chat(json!({"tools": [{"type": "function", "function": {"name": 7}}]})),
             Some("tools"),
         ),
         (

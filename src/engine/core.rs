@@ -14,6 +14,7 @@ use crate::tokenizer::Tokenizer;
 use indus_models::{CausalLm, KvCache};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,9 @@ pub struct EngineConfig {
     /// variable `INDUS_FAULT_PANIC_AT_STEP`), so tests can prove a crash fails every
     /// in-flight request and the server exits non-zero. Never set in production.
     pub fault_panic_at_step: Option<u64>,
+    /// Threads that compute grammar masks while the forward pass runs (0: one per core, at
+    /// most 8). Started on the first guided request.
+    pub guided_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +53,7 @@ impl Default for EngineConfig {
             max_waiting_requests: usize::MAX,
             seed: 0,
             fault_panic_at_step: None,
+            guided_threads: 0,
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct Engine {
     pub(super) in_transit: Arc<AtomicUsize>,
     /// Sequences added since the gauges were last published.
     added_since_publish: usize,
+    /// Where grammar masks are computed; None until a step needs one, or if it could not be
+    /// started (masks are then computed on the engine thread).
+    mask_pool: Option<rayon::ThreadPool>,
 }
 
 /// One choice's update, gathered during a step and sent after.
@@ -137,6 +145,7 @@ impl Engine {
             stats: Arc::new(EngineStats::default()),
             in_transit: Arc::new(AtomicUsize::new(0)),
             added_since_publish: 0,
+            mask_pool: None,
         })
     }
 
@@ -333,13 +342,19 @@ impl Engine {
                 .filter_map(|(id, c)| c.matcher.as_mut().map(|m| (*id, m)))
                 .collect()
         };
+        if !guided.is_empty() && self.mask_pool.is_none() {
+            self.mask_pool = start_mask_pool(self.config.guided_threads);
+        }
+        let pool = self.mask_pool.as_ref().filter(|_| !guided.is_empty());
         let (rows, mut masks) = std::thread::scope(|scope| {
-            let masks = (!guided.is_empty()).then(|| {
+            let masks = pool.map(|pool| {
                 scope.spawn(move || {
-                    guided
-                        .into_iter()
-                        .map(|(id, m)| (id, allowed_next(m)))
-                        .collect::<HashMap<_, _>>()
+                    pool.install(|| {
+                        guided
+                            .into_par_iter()
+                            .map(|(id, m)| (id, allowed_next(m)))
+                            .collect::<HashMap<_, _>>()
+                    })
                 })
             });
             let rows = execute(&self.model, &self.cache, batch);
@@ -589,6 +604,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// The mask workers: `threads` of them (0: one per core, at most 8).
+fn start_mask_pool(threads: usize) -> Option<rayon::ThreadPool> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n => n,
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("indus-mask-{i}"))
+        .build()
+        .map_err(|e| tracing::warn!(error = %e, "no grammar mask pool; masks computed inline"))
+        .ok()
 }
 
 /// The tokens a grammar allows next (just EOS once it is complete); an empty set is an error,
