@@ -1,7 +1,7 @@
 //! What a grammar costs per sampled token: llguidance's mask (the set of tokens allowed
 //! next) and the matcher's advance, for a nested JSON schema over the fixture's 32k Llama 2
-//! vocabulary, one choice and 64 choices stepped together (the engine computes a step's masks
-//! on one thread, beside the forward pass). Each walk samples allowed tokens at random, so it
+//! vocabulary, one choice and 64 choices stepped together, on one thread and on a pool of one
+//! thread per core (the engine's mask pool, which runs beside the forward pass). Each walk samples allowed tokens at random, so it
 //! visits strings, numbers, enums and structure. Run: `cargo bench --bench guided_mask`;
 //! divide by the 32 steps of a walk for the time per step.
 
@@ -10,6 +10,7 @@ use indus::guided::{Constraint, GrammarCompiler, Matcher};
 use indus::tokenizer::Tokenizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -47,17 +48,27 @@ fn ticket_schema() -> serde_json::Value {
     })
 }
 
-/// One step of every walk: its mask, then a random allowed token consumed.
+/// One step of one walk: its mask, then a random allowed token consumed.
+fn step_one(m: &mut Matcher, rng: &mut ChaCha8Rng) {
+    if m.is_stopped() {
+        return;
+    }
+    let mask = m.compute_mask_or_eos().expect("mask");
+    let allowed = mask.to_list();
+    let token = allowed[rng.random_range(0..allowed.len())];
+    let _ = m.consume_token(token);
+}
+
+/// One step of every walk, one after another.
 fn step(matchers: &mut [Matcher], rng: &mut ChaCha8Rng) {
     for m in matchers.iter_mut() {
-        if m.is_stopped() {
-            continue;
-        }
-        let mask = m.compute_mask_or_eos().expect("mask");
-        let allowed = mask.to_list();
-        let token = allowed[rng.random_range(0..allowed.len())];
-        let _ = m.consume_token(token);
+        step_one(m, rng);
     }
+}
+
+/// One step of every walk on `pool`, each walk with its own seeded RNG.
+fn step_pooled(pool: &rayon::ThreadPool, walks: &mut [(Matcher, ChaCha8Rng)]) {
+    pool.install(|| walks.par_iter_mut().for_each(|(m, rng)| step_one(m, rng)));
 }
 
 fn masks(c: &mut Criterion) {
@@ -85,6 +96,30 @@ fn masks(c: &mut Criterion) {
             },
         );
     }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    g.bench_function(
+        format!("json schema, {STEPS} steps x 64 choices, pool of {threads}"),
+        |b| {
+            b.iter_batched(
+                || {
+                    (0..64)
+                        .map(|i| (grammar.matcher(), ChaCha8Rng::seed_from_u64(i)))
+                        .collect::<Vec<_>>()
+                },
+                |mut walks| {
+                    for _ in 0..STEPS {
+                        step_pooled(&pool, &mut walks);
+                    }
+                    walks
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
     g.finish();
 }
 

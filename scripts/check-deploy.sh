@@ -208,6 +208,8 @@ def load_values(path):
 
 
 FULL = load_values(FULL_VALUES)
+POOL_PROFILE = ROOT / "helm/profiles/inferencepool/indus-values.yaml"
+EPP_VALUES = ROOT / "helm/profiles/inferencepool/epp-values.yaml"
 SCENARIOS = {
     "default": {},
     "full": FULL,
@@ -222,6 +224,8 @@ SCENARIOS = {
     "statefulset-emptydir": {"workload": {"kind": "StatefulSet"}, "podDisruptionBudget": {"enabled": False}},
     # /metrics back on the API port (metrics.port null): the ServiceMonitor scrapes `http`.
     "metrics-on-api-port": {"metrics": {"port": None, "serviceMonitor": {"enabled": True}}},
+    # helm/profiles/inferencepool over the full values, as docs/deploy.md layers it.
+    "inferencepool-profile": deep_merge(FULL, load_values(POOL_PROFILE)),
 }
 rendered = {}
 
@@ -524,6 +528,30 @@ def scenario_sts_emptydir():
     assert not find(docs, "PodDisruptionBudget")
 
 
+def scenario_inferencepool():
+    """The pods the EPP values select, on the ports it sends to and scrapes, exporting the
+    metric names it is told."""
+    docs = rendered["inferencepool-profile"][2]
+    epp = yaml.safe_load(EPP_VALUES.read_text())
+    w = workload(docs)
+    assert w["kind"] == "StatefulSet" and w["spec"]["replicas"] == 4, w["spec"].get("replicas")
+    labels = w["spec"]["template"]["metadata"]["labels"]
+    for k, v in epp["inferencePool"]["modelServers"]["matchLabels"].items():
+        assert labels.get(k) == v, f"pods lack the pool's label {k}={v}: {labels}"
+    ports = {p["containerPort"] for p in main_container(w)["ports"]}
+    target = [p["number"] for p in epp["inferencePool"]["targetPorts"]]
+    metrics_port = epp["inferenceExtension"]["flags"]["model-server-metrics-port"]
+    assert set(target) <= ports and metrics_port in ports, f"ports {ports}, pool {target}, metrics {metrics_port}"
+    args = main_container(w)["args"]
+    assert "--metrics-port" in args and str(metrics_port) in args, args
+    assert "--no-enable-prefix-caching" not in args, "prefix-aware routing needs prefix caching"
+    assert not find(docs, "HorizontalPodAutoscaler")
+    config = epp["inferenceExtension"]["pluginsCustomConfig"][epp["inferenceExtension"]["pluginsConfigFile"]]
+    names = set(re.findall(r"indus_[a-z_]+", config))
+    exported = set(re.findall(r'"(indus_[a-z_]+)"', (ROOT / "src/server/metrics.rs").read_text()))
+    assert names and names <= exported, f"not exported by indus: {names - exported}"
+
+
 NEGATIVE = [
     ("schema rejects engine.dtype=int8", {"engine": {"dtype": "int8"}}, "dtype"),
     ("schema rejects model.source=s3", {"model": {"source": "s3"}}, "source"),
@@ -603,7 +631,8 @@ def package():
 def docs_page():
     text = (ROOT / "docs/deploy.md").read_text()
     for needle in ("helm install", "helm upgrade", "--tensor-parallel-size", "ServiceMonitor", "Grafana",
-                   "prometheus-adapter", "scripts/check-deploy.sh", "Dockerfile.cuda"):
+                   "prometheus-adapter", "scripts/check-deploy.sh", "Dockerfile.cuda", "InferencePool",
+                   "helm/profiles/inferencepool"):
         assert needle in text, f"docs/deploy.md does not mention {needle}"
 
 
@@ -619,7 +648,8 @@ for label, values in SCENARIOS.items():
         check(f"consistency [{label}]", consistency, label)
 for label, fn in (("default", scenario_default), ("full", scenario_full), ("pvc-model-dir", scenario_pvc_dir),
                   ("pvc-hf-cache", scenario_pvc_cache), ("embedded-cpu", scenario_embedded),
-                  ("deployment-shared-cache", scenario_shared_cache), ("statefulset-emptydir", scenario_sts_emptydir)):
+                  ("deployment-shared-cache", scenario_shared_cache), ("statefulset-emptydir", scenario_sts_emptydir),
+                  ("inferencepool-profile", scenario_inferencepool)):
     if label in rendered:
         check(f"expectations [{label}]", fn)
 for name, values, needle in NEGATIVE:

@@ -65,6 +65,8 @@ pub struct EngineLimits {
     pub hidden_size: usize,
     /// Sequences the scheduler runs at once (`--max-num-seqs`).
     pub max_num_seqs: usize,
+    /// Tokens per KV-cache block (prefix-aware routers hash prompts in these units).
+    pub block_size: usize,
 }
 
 #[derive(Clone)]
@@ -91,6 +93,7 @@ impl EngineHandle {
             max_waiting_requests: cfg.max_waiting_requests,
             hidden_size: engine.model().config().hidden_size,
             max_num_seqs: cfg.scheduler.max_num_seqs,
+            block_size: cfg.block_size,
         };
         let stats = engine.stats.clone();
         let in_transit = engine.in_transit.clone();

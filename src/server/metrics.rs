@@ -23,6 +23,9 @@ pub const WAITING: &str = "indus_num_requests_waiting";
 pub const KV_USAGE: &str = "indus_kv_cache_usage_perc";
 pub const KV_FREE: &str = "indus_kv_cache_free_blocks";
 pub const KV_TOTAL: &str = "indus_kv_cache_total_blocks";
+/// Always 1; its labels carry the KV-cache layout, as vLLM's `vllm:cache_config_info` does
+/// for the Gateway API Inference Extension's prefix-aware endpoint picker.
+pub const CACHE_CONFIG: &str = "indus_cache_config_info";
 pub const PREFIX_QUERIES: &str = "indus_prefix_cache_queries_total";
 pub const PREFIX_HITS: &str = "indus_prefix_cache_hits_total";
 pub const PREFIX_HIT_RATE: &str = "indus_prefix_cache_hit_rate";
@@ -185,6 +188,12 @@ impl Metrics {
         let kv_usage = gauge(KV_USAGE, "Fraction of KV-cache blocks in use (0..1).");
         let kv_free = gauge(KV_FREE, "Free KV-cache blocks.");
         let kv_total = gauge(KV_TOTAL, "KV-cache blocks in all.");
+        recorder.describe_gauge(
+            KeyName::from_const_str(CACHE_CONFIG),
+            None,
+            "KV-cache layout in the labels (block_size in tokens, num_gpu_blocks); always 1."
+                .into(),
+        );
         let prefix_hit_rate = gauge(PREFIX_HIT_RATE, "Prefix-cache hits / queries since start.");
         let counter =
             |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &META);
@@ -326,6 +335,14 @@ impl Metrics {
         }
         if let Some(engine) = engine {
             let s = engine.stats();
+            let layout = Key::from_parts(
+                CACHE_CONFIG,
+                vec![
+                    Label::new("block_size", engine.limits().block_size.to_string()),
+                    Label::new("num_gpu_blocks", s.total_blocks.to_string()),
+                ],
+            );
+            self.recorder.register_gauge(&layout, &META).set(1.0);
             self.running.set(s.running as f64);
             // Requests still in the engine's channel are waiting too.
             self.waiting
