@@ -76,3 +76,51 @@ async fn a_flood_from_one_key_does_not_starve_another() {
         "{overtaking} of {FLOOD} flood requests went first"
     );
 }
+
+/// A flood that fills the waiting queue gets 429s, but another key still gets in: a full
+/// queue admits a key below its fair share of the engine.
+#[tokio::test]
+async fn a_full_queue_still_admits_another_key() {
+    let (_dir, keys) = keys_file("fair-full", KEYS);
+    let s = TestServer::start(&[
+        "--api-keys-file",
+        keys.to_str().unwrap(),
+        "--max-num-seqs",
+        "1",
+        "--max-waiting-requests",
+        "4",
+    ])
+    .with_metrics_key("sk-other");
+    let url = s.url("/v1/completions");
+    let mut flood = Vec::new();
+    for _ in 0..16 {
+        let url = url.clone();
+        flood.push(tokio::spawn(async move {
+            post_json(&url, &completion(100), Some("sk-flood")).await.0
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.wait_metric("indus_num_requests_waiting", Duration::from_secs(30), |v| {
+        v >= 4.0
+    })
+    .await;
+    // The queue is full for the flood key...
+    let (status, _, resp) = post_json(&url, &completion(100), Some("sk-flood")).await;
+    assert_eq!(status, 429, "{resp}");
+    // ...but not for a key that has nothing in it.
+    let (status, _, resp) = post_json(&url, &completion(4), Some("sk-other")).await;
+    assert_eq!(status, 200, "{resp}");
+    let statuses: Vec<u16> = futures::future::join_all(flood)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "the flood must overflow: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 429),
+        "{statuses:?}"
+    );
+}

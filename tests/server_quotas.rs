@@ -90,6 +90,51 @@ async fn requests_per_minute_refuses_with_retry_after_and_headers() {
 }
 
 #[tokio::test]
+async fn tokens_per_minute_counts_prompt_and_completion_and_refuses_once_overdrawn() {
+    let (_dir, keys) = keys_file(
+        "quota-tpm",
+        "[[keys]]\nname = \"tpm\"\nkey = \"sk-tpm\"\ntokens_per_minute = 40\n\n[[keys]]\nname = \"free\"\nkey = \"sk-free\"\n",
+    );
+    let s =
+        TestServer::start(&["--api-keys-file", keys.to_str().unwrap()]).with_metrics_key("sk-free");
+    let url = s.url("/v1/completions");
+    // A full bucket admits one request, which may overdraw it: prompt + 48 tokens > 40.
+    let (status, h, body) = post_json(&url, &completion(48), Some("sk-tpm")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&h, "x-ratelimit-limit-tokens"), "40");
+    let used = body["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(used > 40, "{body}");
+    let (status, h, body) = post_json(&url, &completion(2), Some("sk-tpm")).await;
+    assert_eq!(status, 429, "{body}");
+    let err = assert_error_shape(&body);
+    assert_eq!(err["type"], "rate_limit_exceeded");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute"),
+        "{body}"
+    );
+    assert_eq!(header(&h, "x-ratelimit-remaining-tokens"), "0");
+    // The bucket refills at 40 a minute: the overdraft of `used - 40` tokens and one more
+    // take (used - 40 + 1) * 1.5 s.
+    let retry: u64 = header(&h, "retry-after").parse().unwrap();
+    let want = ((used - 40 + 1) as f64 * 1.5).ceil() as u64;
+    assert!(
+        retry.abs_diff(want) <= 1,
+        "Retry-After {retry}, want about {want}"
+    );
+    // Another key is not limited.
+    let (status, _, body) = post_json(&url, &completion(48), Some("sk-free")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.metric(r#"indus_quota_rejections_total{key_name="tpm",reason="tokens_per_minute"}"#)
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
 async fn a_stream_holds_its_concurrency_slot_until_it_ends() {
     let (_dir, keys) = keys_file(
         "quota-conc",

@@ -7,6 +7,7 @@ use super::drain::DrainRate;
 use super::output::{FinishReason, RequestOutput, RequestTimes, StopReason, TokenLogprob};
 use super::request::Request;
 use super::stats::{EngineStats, StatsSnapshot};
+use super::tenant_load::{TenantLoad, TenantSlot};
 use crate::tokenizer::Tokenizer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -78,6 +79,8 @@ pub struct EngineHandle {
     /// Sequences submitted and not yet in the engine's published gauges.
     in_transit: Arc<AtomicUsize>,
     drain: Arc<DrainRate>,
+    /// Sequences per tenant, so a full queue still lets in tenants below their share.
+    tenants: Arc<TenantLoad>,
     tokenizer: Arc<Tokenizer>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -109,6 +112,7 @@ impl EngineHandle {
             next_key: Arc::new(AtomicU64::new(1)),
             limits,
             drain: Arc::new(DrainRate::new(stats.snapshot().finished)),
+            tenants: Arc::default(),
             stats,
             in_transit,
             tokenizer,
@@ -190,23 +194,27 @@ impl EngineHandle {
         Ok(())
     }
 
-    /// Submits a request; its outputs arrive on the returned stream.
-    pub fn submit(&self, req: Request) -> Result<OutputStream, EngineError> {
-        self.validate(&req)?;
-        if !self.is_alive() {
-            return Err(EngineError::NotRunning);
-        }
-        // Admission counts sequences, and only those that will truly wait: free running
-        // slots take the first arrivals at once.
-        let n = req.params.n;
+    /// Refuses `n` more sequences of `tenant` now if [`Self::submit`] would: a cheap check
+    /// before the work of preparing a request (tokenizing), so a flood that would only get
+    /// 429s does not hold the tokenizer pool from everyone else.
+    pub fn check_room(&self, tenant: &Arc<str>, n: usize) -> Result<(), EngineError> {
+        self.room_for(tenant, n, self.in_transit.load(Ordering::Relaxed))
+    }
+
+    /// Whether `n` sequences of `tenant` fit, with `in_transit` others on their way in.
+    fn room_for(&self, tenant: &Arc<str>, n: usize, in_transit: usize) -> Result<(), EngineError> {
         let s = self.stats.snapshot();
         let free = self.limits.max_num_seqs.saturating_sub(s.running as usize);
-        let ahead = self.in_transit.fetch_add(n, Ordering::Relaxed) + s.waiting as usize;
-        if ahead + n > self.limits.max_waiting_requests.saturating_add(free) {
-            self.in_transit.fetch_sub(n, Ordering::Relaxed);
-            let queued = ahead.saturating_sub(free);
+        let ahead = in_transit + s.waiting as usize;
+        let capacity = self
+            .limits
+            .max_num_seqs
+            .saturating_add(self.limits.max_waiting_requests);
+        if ahead + n > self.limits.max_waiting_requests.saturating_add(free)
+            && !self.tenants.below_fair_share(tenant, capacity)
+        {
             return Err(EngineError::QueueFull {
-                waiting: queued,
+                waiting: ahead.saturating_sub(free),
                 retry_after: self.drain.retry_after(
                     ahead + n,
                     self.limits.max_num_seqs,
@@ -214,6 +222,26 @@ impl EngineHandle {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Submits a request; its outputs arrive on the returned stream.
+    pub fn submit(&self, req: Request) -> Result<OutputStream, EngineError> {
+        self.validate(&req)?;
+        if !self.is_alive() {
+            return Err(EngineError::NotRunning);
+        }
+        // Admission counts sequences, and only those that will truly wait: free running
+        // slots take the first arrivals at once. A full queue still admits a tenant below
+        // its fair share of the engine (see `tenant_load`), so one tenant's flood cannot
+        // turn the others away.
+        let n = req.params.n;
+        let ahead = self.in_transit.fetch_add(n, Ordering::Relaxed);
+        if let Err(e) = self.room_for(&req.tenant, n, ahead) {
+            self.in_transit.fetch_sub(n, Ordering::Relaxed);
+            return Err(e);
+        }
+        let slot = self.tenants.take(&req.tenant, n);
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.tx
@@ -232,6 +260,7 @@ impl EngineHandle {
             abort: self.tx.clone(),
             done: false,
             n,
+            _tenant: slot,
         })
     }
 
@@ -286,6 +315,8 @@ pub struct OutputStream {
     abort: crossbeam_channel::Sender<Command>,
     done: bool,
     n: usize,
+    /// Counts this request's sequences against its tenant until the stream is dropped.
+    _tenant: TenantSlot,
 }
 
 impl OutputStream {

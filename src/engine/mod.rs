@@ -10,6 +10,7 @@ pub mod request;
 pub mod runner;
 pub mod sampler;
 mod stats;
+mod tenant_load;
 
 pub use core::{Engine, EngineConfig};
 pub use handle::{

@@ -228,8 +228,10 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         }
         (false, _) => None,
     };
-    st.caps
-        .check(1, params::positive(req.common.n, "n")?.unwrap_or(1))?;
+    let n = params::positive(req.common.n, "n")?.unwrap_or(1);
+    st.caps.check(1, n)?;
+    // A full queue refuses before the conversation is rendered and tokenized.
+    loaded.engine.check_room(&rec.caller().key_name, n)?;
     let tokenizer = loaded.engine.tokenizer().clone();
     let max_len = loaded.engine.limits().max_model_len;
     let tools_bytes = offered

@@ -140,6 +140,11 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         params::positive(req.common.max_tokens, "max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
     st.caps.check(params::prompt_count(&req.prompt), n)?;
+    // A full queue refuses before the prompts are tokenized.
+    loaded.engine.check_room(
+        &rec.caller().key_name,
+        params::prompt_count(&req.prompt) * n,
+    )?;
     if rec.wants_content() {
         rec.prompt_content = Some(req.prompt.clone());
     }
