@@ -16,15 +16,23 @@ fn template() -> String {
     )
 }
 
-fn start() -> TestServer {
-    TestServer::start(&[
+/// The shipped tool template, and room for the tools in the prompt.
+fn server_args() -> Vec<String> {
+    [
         "--chat-template",
         &template(),
         "--max-model-len",
         "2048",
         "--num-kv-blocks",
         "512",
-    ])
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn start() -> TestServer {
+    let args = server_args();
+    TestServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Two functions: one flat with enums and bounds, one with a nested object and an array.
@@ -365,16 +373,10 @@ async fn smollm2_agent_loop_calls_a_tool_and_answers_from_its_result() {
     let Some(path) = common::smollm2_gguf() else {
         return;
     };
+    let args = server_args();
     let s = TestServer::start_model(
         &path,
-        &[
-            "--chat-template",
-            &template(),
-            "--max-model-len",
-            "2048",
-            "--num-kv-blocks",
-            "512",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[],
     );
     let question =

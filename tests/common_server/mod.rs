@@ -297,15 +297,7 @@ pub async fn post_json(
     body: &serde_json::Value,
     key: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-    init_tls();
-    let mut req = reqwest::Client::new().post(url).json(body);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
+    let (status, headers, text) = post(url, body, key).await;
     (
         status,
         headers,
@@ -315,6 +307,15 @@ pub async fn post_json(
 
 /// POSTs JSON and returns the status and the body as text (for streamed answers).
 pub async fn post_text(url: &str, body: &serde_json::Value, key: Option<&str>) -> (u16, String) {
+    let (status, _, text) = post(url, body, key).await;
+    (status, text)
+}
+
+async fn post(
+    url: &str,
+    body: &serde_json::Value,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
     init_tls();
     let mut req = reqwest::Client::new().post(url).json(body);
     if let Some(k) = key {
@@ -322,7 +323,8 @@ pub async fn post_text(url: &str, body: &serde_json::Value, key: Option<&str>) -
     }
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
-    (status, resp.text().await.expect("body"))
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
 }
 
 /// Asserts OpenAI's error shape and returns the error object.
