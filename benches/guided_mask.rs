@@ -11,23 +11,13 @@ use indus::tokenizer::Tokenizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 const STEPS: usize = 32;
 
 fn tokenizer() -> Arc<Tokenizer> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
-    Arc::new(
-        Tokenizer::from_files(
-            &dir.join("tokenizer.json"),
-            Some(&dir.join("tokenizer_config.json")),
-            Some(&dir.join("generation_config.json")),
-            &[],
-            None,
-        )
-        .expect("the fixture tokenizer"),
-    )
+    let dir = indus::loader::repo_fixture("tiny-llama");
+    Arc::new(Tokenizer::from_dir(&dir, &[], None).expect("the fixture tokenizer"))
 }
 
 fn ticket_schema() -> serde_json::Value {

@@ -191,19 +191,11 @@ fn tokenizer_override(
     model_eos: &[u32],
     template: Option<String>,
 ) -> Result<Tokenizer, LoadError> {
-    let (json, dir) = if path.is_dir() {
-        (path.join("tokenizer.json"), Some(path))
+    Ok(if path.is_dir() {
+        Tokenizer::from_dir(path, model_eos, template)?
     } else {
-        (path.to_path_buf(), None)
-    };
-    let beside = |name: &str| dir.map(|d| d.join(name)).filter(|p| p.is_file());
-    Ok(Tokenizer::from_files(
-        &json,
-        beside("tokenizer_config.json").as_deref(),
-        beside("generation_config.json").as_deref(),
-        model_eos,
-        template,
-    )?)
+        Tokenizer::from_files(path, None, None, model_eos, template)?
+    })
 }
 
 /// The engine configuration for a loaded model and the cache/scheduler flags.

@@ -60,6 +60,23 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 impl Tokenizer {
+    /// Loads a Hugging Face tokenizer directory: its `tokenizer.json`, with the
+    /// `tokenizer_config.json` and `generation_config.json` beside it when present.
+    pub fn from_dir(
+        dir: &Path,
+        model_eos: &[u32],
+        template_override: Option<String>,
+    ) -> Result<Self> {
+        let beside = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        Self::from_files(
+            &dir.join("tokenizer.json"),
+            beside("tokenizer_config.json").as_deref(),
+            beside("generation_config.json").as_deref(),
+            model_eos,
+            template_override,
+        )
+    }
+
     /// Loads `tokenizer.json` plus the optional configs. `model_eos` are the config.json EOS
     /// ids, used when generation_config.json is absent. `template_override` replaces the
     /// checkpoint's chat template (the `--chat-template` file's contents).

@@ -1,17 +1,8 @@
 use super::*;
-use std::path::PathBuf;
 
 /// The Llama 2 tokenizer of the tiny-llama fixture (shared with other modules' tests).
 pub(crate) fn fixture() -> Tokenizer {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
-    Tokenizer::from_files(
-        &dir.join("tokenizer.json"),
-        Some(&dir.join("tokenizer_config.json")),
-        Some(&dir.join("generation_config.json")),
-        &[],
-        None,
-    )
-    .unwrap()
+    Tokenizer::from_dir(&crate::loader::repo_fixture("tiny-llama"), &[], None).unwrap()
 }
 
 #[test]

@@ -66,7 +66,6 @@ pub async fn create(
             streamers: (0..p.n)
                 .map(|_| p.tool_mode.clone().map(ToolStreamer::new))
                 .collect(),
-            call_ids: vec![Vec::new(); p.n],
         };
         return sse::respond(p.streams, p.n, rec, fmt, p.include_usage);
     }
@@ -150,14 +149,14 @@ pub fn to_template_messages(messages: &[ChatMessageIn]) -> Result<Vec<ChatMessag
         .collect()
 }
 
+/// Countable bytes of JSON values (tools, calls) as the template will write them.
+fn json_bytes(values: &[serde_json::Value]) -> usize {
+    serde_json::to_string(values).map_or(0, |t| admission::countable_bytes(&t))
+}
+
 /// Countable bytes of a message's text and calls (see [`admission::countable_bytes`]).
 fn content_bytes(m: &ChatMessageIn) -> usize {
-    let calls = m
-        .tool_calls
-        .as_ref()
-        .map(|c| admission::countable_bytes(&serde_json::Value::from(c.clone()).to_string()))
-        .unwrap_or(0);
-    calls
+    m.tool_calls.as_deref().map_or(0, json_bytes)
         + match &m.content {
             None => 0,
             Some(MessageContent::Text(t)) => admission::countable_bytes(t),
@@ -234,10 +233,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     loaded.engine.check_room(&rec.caller().key_name, n)?;
     let tokenizer = loaded.engine.tokenizer().clone();
     let max_len = loaded.engine.limits().max_model_len;
-    let tools_bytes = offered
-        .as_ref()
-        .map(|t| admission::countable_bytes(&serde_json::Value::from(t.clone()).to_string()))
-        .unwrap_or(0);
+    let tools_bytes = offered.as_deref().map_or(0, json_bytes);
     admission::check_prompt_bytes(
         req.messages.iter().map(content_bytes).sum::<usize>() + tools_bytes,
         admission::max_prompt_bytes(max_len, tokenizer.max_token_bytes()),
@@ -308,8 +304,6 @@ struct StreamFormat {
     tokenizer: Arc<Tokenizer>,
     /// Per choice: its tool-call reader, when the output is read for calls.
     streamers: Vec<Option<ToolStreamer>>,
-    /// Per choice: the ids given to its calls so far.
-    call_ids: Vec<Vec<String>>,
 }
 
 impl StreamFormat {
@@ -354,8 +348,7 @@ impl ChunkFormat for StreamFormat {
                 if out.finish_reason.is_some() {
                     pieces.extend(reader.finish());
                 }
-                let ids = &mut self.call_ids[slot];
-                (tools::deltas(pieces, ids), reader.has_calls())
+                (tools::deltas(pieces), reader.has_calls())
             }
             None => (
                 if out.text.is_empty() {

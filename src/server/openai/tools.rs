@@ -272,8 +272,8 @@ pub fn finish_reason(reason: FinishReason, has_calls: bool) -> &'static str {
 }
 
 /// Streamed pieces → chat deltas: consecutive content joined; a call's first delta carries
-/// its new id (kept in `ids`, by call index).
-pub fn deltas(pieces: Vec<ToolDelta>, ids: &mut Vec<String>) -> Vec<ChatDelta> {
+/// its new id.
+pub fn deltas(pieces: Vec<ToolDelta>) -> Vec<ChatDelta> {
     let mut out: Vec<ChatDelta> = Vec::new();
     for p in pieces {
         match p {
@@ -293,12 +293,10 @@ pub fn deltas(pieces: Vec<ToolDelta>, ids: &mut Vec<String>) -> Vec<ChatDelta> {
                 }
             }
             ToolDelta::Call { index, name } => {
-                let id = call_id();
-                ids.push(id.clone());
                 out.push(ChatDelta {
                     tool_calls: Some(vec![ToolCallDelta {
                         index,
-                        id: Some(id),
+                        id: Some(call_id()),
                         kind: Some("function"),
                         function: FunctionDelta {
                             name: Some(name),
