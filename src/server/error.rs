@@ -5,6 +5,7 @@ use crate::engine::EngineError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
@@ -65,17 +66,23 @@ pub enum ApiError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     pub message: String,
+    /// `invalid_request_error`, `rate_limit_error`, `service_unavailable_error`,
+    /// `server_error`, or for a key over its quota `rate_limit_exceeded` or
+    /// `insufficient_quota`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The request field at fault, when one is.
     pub param: Option<String>,
+    /// A machine-readable reason: `invalid_api_key`, `model_not_found`,
+    /// `rate_limit_exceeded`, `request_too_large`, ...
     pub code: Option<&'static str>,
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 mod generate;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
 pub mod quota;
 mod record;
 pub mod shutdown;
@@ -38,7 +39,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The API port's routes. /health and /ready are open (probes carry no key); everything
+/// The API port's routes. /health, /ready and /openapi.json are open (probes carry no key;
+/// the document holds no secret and clients read it before they have one); everything
 /// else — the API, `/metrics` (per-key names and usage), and even the 404 and 405 answers
 /// (which would tell a stranger what is served) — needs a key when keys are set.
 /// Key quotas are enforced on the inference routes and reported on all authenticated ones.
@@ -79,6 +81,7 @@ pub fn router(state: Arc<AppState>, serve_metrics: bool) -> Router {
     let probes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/openapi.json", get(openapi::serve))
         .method_not_allowed_fallback(method_not_allowed);
     probes.merge(api).with_state(state)
 }

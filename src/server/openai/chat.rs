@@ -37,6 +37,17 @@ struct Prepared {
     tool_mode: Option<ToolMode>,
 }
 
+/// Chat completions, tools and structured output included; with `stream: true` the answer
+/// is server-sent events, each a `ChatChunk`, ending with `data: [DONE]`.
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "openai",
+    request_body = super::types::ChatRequest,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The completion (JSON), or its chunks (SSE) when streamed",
+            content((super::types::ChatResponse = "application/json"),
+                    (super::types::ChatChunk = "text/event-stream"))),
+        crate::server::openapi::RequestErrors,
+    ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

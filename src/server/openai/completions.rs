@@ -37,6 +37,17 @@ struct Prepared {
     tokenizer: Arc<Tokenizer>,
 }
 
+/// Text completions; with `stream: true` the answer is server-sent events, each a
+/// `CompletionResponse` chunk, ending with `data: [DONE]`.
+#[utoipa::path(post, path = "/v1/completions", operation_id = "create_completion", tag = "openai",
+    request_body = super::types::CompletionRequest,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The completion (JSON), or its chunks (SSE) when streamed",
+            content((super::types::CompletionResponse = "application/json"),
+                    (super::types::CompletionResponse = "text/event-stream"))),
+        crate::server::openapi::RequestErrors,
+    ))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

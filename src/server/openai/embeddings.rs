@@ -18,9 +18,11 @@ use base64::Engine as _;
 use indus_models::encoder::EncoderInput;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct EmbeddingRequest {
+    #[schema(value_type = super::shapes::EmbeddingInput)]
     pub input: serde_json::Value,
     #[serde(default)]
     pub model: Option<String>,
@@ -34,27 +36,27 @@ pub struct EmbeddingRequest {
     pub truncate_prompt_tokens: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum EmbeddingVector {
     Float(Vec<f32>),
     Base64(String),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EmbeddingData {
     pub object: &'static str,
     pub index: usize,
     pub embedding: EmbeddingVector,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EmbeddingUsage {
     pub prompt_tokens: usize,
     pub total_tokens: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EmbeddingResponse {
     pub id: String,
     pub object: &'static str,
@@ -69,6 +71,12 @@ enum RawInput {
     Ids(Vec<u32>),
 }
 
+/// Embeddings from an encoder model (`--embedding-model`) or the generating model's
+/// pooled hidden states.
+#[utoipa::path(post, path = "/v1/embeddings", operation_id = "create_embedding", tag = "openai",
+    request_body = EmbeddingRequest,
+    security((), ("bearer" = [])),
+    responses((status = 200, body = EmbeddingResponse), crate::server::openapi::RequestErrors))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

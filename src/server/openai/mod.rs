@@ -9,6 +9,7 @@ pub mod models;
 pub mod params;
 pub mod pooling;
 pub mod rerank;
+pub mod shapes;
 pub mod structured;
 pub mod tokenize;
 pub mod tools;

@@ -56,6 +56,10 @@ fn cards(st: &AppState) -> Result<Vec<ModelCard>, ApiError> {
     Ok(out)
 }
 
+/// Every model name this key may use, with its task and limits.
+#[utoipa::path(get, path = "/v1/models", operation_id = "list_models", tag = "openai",
+    security((), ("bearer" = [])),
+    responses((status = 200, body = ModelList), crate::server::openapi::ReadErrors))]
 pub async fn list(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -69,6 +73,11 @@ pub async fn list(
     }))
 }
 
+/// One model's card. The id may contain `/` (`org/name`).
+#[utoipa::path(get, path = "/v1/models/{id}", operation_id = "retrieve_model", tag = "openai",
+    params(("id" = String, Path, description = "A served model name")),
+    security((), ("bearer" = [])),
+    responses((status = 200, body = ModelCard), crate::server::openapi::ReadErrors))]
 pub async fn get(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

@@ -19,8 +19,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Document {
     Text(String),
@@ -35,7 +36,7 @@ impl Document {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RerankRequest {
     #[serde(default)]
     pub model: Option<String>,
@@ -51,12 +52,12 @@ pub struct RerankRequest {
     pub user: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RerankDocument {
     pub text: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RerankResult {
     pub index: usize,
     pub relevance_score: f32,
@@ -64,13 +65,13 @@ pub struct RerankResult {
     pub document: Option<RerankDocument>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RerankUsage {
     pub prompt_tokens: usize,
     pub total_tokens: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RerankResponse {
     pub id: String,
     pub model: String,
@@ -78,6 +79,12 @@ pub struct RerankResponse {
     pub usage: RerankUsage,
 }
 
+/// Scores documents against a query with a cross-encoder (`--rerank-model`); also served
+/// at `/v2/rerank` and `/rerank`.
+#[utoipa::path(post, path = "/v1/rerank", operation_id = "rerank", tag = "vllm",
+    request_body = RerankRequest,
+    security((), ("bearer" = [])),
+    responses((status = 200, body = RerankResponse), crate::server::openapi::RequestErrors))]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

@@ -12,6 +12,11 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use std::sync::Arc;
 
+/// A prompt's tokens, or the chat template's rendering of `messages`.
+#[utoipa::path(post, path = "/tokenize", tag = "vllm",
+    request_body = TokenizeRequest,
+    security((), ("bearer" = [])),
+    responses((status = 200, body = TokenizeResponse), crate::server::openapi::RequestErrors))]
 pub async fn tokenize(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -45,6 +50,11 @@ pub async fn tokenize(
     }))
 }
 
+/// Token ids back to text.
+#[utoipa::path(post, path = "/detokenize", tag = "vllm",
+    request_body = DetokenizeRequest,
+    security((), ("bearer" = [])),
+    responses((status = 200, body = DetokenizeResponse), crate::server::openapi::RequestErrors))]
 pub async fn detokenize(
     State(st): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

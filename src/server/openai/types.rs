@@ -3,9 +3,10 @@
 //! generated but are not supported are rejected by the handlers.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `stop`: one string or a list.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum StopInput {
     One(String),
@@ -21,34 +22,46 @@ impl StopInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: Option<bool>,
 }
 
 /// The sampling fields the completion and chat requests share.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct CommonParams {
     #[serde(default)]
     pub model: Option<String>,
+    /// Choices per prompt (the server's `--max-n` caps it further).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 128)]
     pub n: Option<i64>,
+    /// Default: what the context leaves after the prompt.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f32>,
+    /// -1 or 0: off.
     #[serde(default)]
+    #[schema(minimum = -1)]
     pub top_k: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub min_p: Option<f32>,
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 2)]
     pub repetition_penalty: Option<f32>,
     #[serde(default)]
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f32>,
     #[serde(default)]
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f32>,
     #[serde(default)]
     pub seed: Option<i64>,
@@ -67,18 +80,24 @@ pub struct CommonParams {
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
+    /// Not supported: a non-empty map is a 400.
+    #[schema(value_type = Option<Object>)]
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
-    /// vLLM extension: lower is served first.
+    /// vLLM extension: lower is served first. Only keys with `allow_priority` in the keys
+    /// file may send a value other than 0 (others get a 400).
     #[serde(default)]
     pub priority: Option<i32>,
     /// OpenAI: `{"type": "text" | "json_object" | "json_schema", "json_schema": {...}}`.
     #[serde(default)]
+    #[schema(value_type = Option<super::shapes::ResponseFormat>)]
     pub response_format: Option<serde_json::Value>,
     /// vLLM: `{"json": .., "regex": .., "choice": [..], "grammar": .., "json_object": true}`.
     #[serde(default)]
+    #[schema(value_type = Option<super::shapes::StructuredOutputs>)]
     pub structured_outputs: Option<serde_json::Value>,
     /// vLLM's older spellings of the same constraints.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub guided_json: Option<serde_json::Value>,
     #[serde(default)]
     pub guided_regex: Option<String>,
@@ -89,11 +108,12 @@ pub struct CommonParams {
 }
 
 /// POST /v1/completions
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     #[serde(flatten)]
     pub common: CommonParams,
     /// A string, strings, token ids or token-id arrays; checked by the handler.
+    #[schema(value_type = super::shapes::CompletionPrompt)]
     pub prompt: serde_json::Value,
     #[serde(default)]
     pub echo: Option<bool>,
@@ -106,10 +126,11 @@ pub struct CompletionRequest {
 }
 
 /// POST /v1/chat/completions
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatRequest {
     #[serde(flatten)]
     pub common: CommonParams,
+    #[schema(min_items = 1)]
     pub messages: Vec<ChatMessageIn>,
     #[serde(default)]
     pub max_completion_tokens: Option<i64>,
@@ -123,21 +144,26 @@ pub struct ChatRequest {
     /// `[{"type": "function", "function": {name, description, parameters}}]`, checked by
     /// the handler.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<super::shapes::ToolSpec>>)]
     pub tools: Option<Vec<serde_json::Value>>,
     /// `none`, `auto`, `required` or `{"type": "function", "function": {"name": ..}}`.
     #[serde(default)]
+    #[schema(value_type = Option<super::shapes::ToolChoice>)]
     pub tool_choice: Option<serde_json::Value>,
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct ChatMessageIn {
+    /// `system`, `developer` (read as `system`), `user`, `assistant` or `tool`; the chat
+    /// template decides which it accepts.
     pub role: String,
     #[serde(default)]
     pub content: Option<MessageContent>,
     /// An assistant turn's calls, as this API returned them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<super::shapes::ToolCallIn>>)]
     pub tool_calls: Option<Vec<serde_json::Value>>,
     /// A `tool` turn: the id of the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,14 +172,14 @@ pub struct ChatMessageIn {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
@@ -161,7 +187,7 @@ pub struct ContentPart {
     pub text: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -170,7 +196,7 @@ pub struct Usage {
     pub prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, ToSchema)]
 pub struct PromptTokensDetails {
     pub cached_tokens: usize,
 }
@@ -189,7 +215,7 @@ impl Usage {
 }
 
 /// Legacy completions logprobs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct CompletionLogprobs {
     pub tokens: Vec<String>,
     pub token_logprobs: Vec<Option<f32>>,
@@ -197,7 +223,7 @@ pub struct CompletionLogprobs {
     pub text_offset: Vec<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
@@ -206,7 +232,7 @@ pub struct CompletionChoice {
 }
 
 /// A completion, or one chunk of a streamed one (`object` tells which).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CompletionResponse {
     pub id: String,
     pub object: &'static str,
@@ -217,14 +243,14 @@ pub struct CompletionResponse {
     pub usage: Option<Usage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TopLogprob {
     pub token: String,
     pub logprob: f32,
     pub bytes: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatTokenLogprob {
     pub token: String,
     pub logprob: f32,
@@ -232,14 +258,14 @@ pub struct ChatTokenLogprob {
     pub top_logprobs: Vec<TopLogprob>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ChatLogprobs {
     pub content: Option<Vec<ChatTokenLogprob>>,
     pub refusal: Option<Vec<ChatTokenLogprob>>,
 }
 
 /// `content` is null when the answer is only tool calls.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatMessageOut {
     pub role: &'static str,
     pub content: Option<String>,
@@ -247,7 +273,7 @@ pub struct ChatMessageOut {
     pub tool_calls: Option<Vec<ToolCallOut>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ToolCallOut {
     pub id: String,
     #[serde(rename = "type")]
@@ -255,7 +281,7 @@ pub struct ToolCallOut {
     pub function: FunctionCallOut,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FunctionCallOut {
     pub name: String,
     /// JSON text, as OpenAI sends it.
@@ -264,7 +290,7 @@ pub struct FunctionCallOut {
 
 /// A streamed piece of a call: the first carries `id`, `type` and the name, the rest
 /// fragments of the arguments.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ToolCallDelta {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,7 +300,7 @@ pub struct ToolCallDelta {
     pub function: FunctionDelta,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FunctionDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -282,7 +308,7 @@ pub struct FunctionDelta {
     pub arguments: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: ChatMessageOut,
@@ -290,7 +316,7 @@ pub struct ChatChoice {
     pub finish_reason: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatResponse {
     pub id: String,
     pub object: &'static str,
@@ -300,7 +326,7 @@ pub struct ChatResponse {
     pub usage: Usage,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ChatDelta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
@@ -310,7 +336,7 @@ pub struct ChatDelta {
     pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatChunkChoice {
     pub index: usize,
     pub delta: ChatDelta,
@@ -318,7 +344,7 @@ pub struct ChatChunkChoice {
     pub finish_reason: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChatChunk {
     pub id: String,
     pub object: &'static str,
@@ -329,7 +355,7 @@ pub struct ChatChunk {
     pub usage: Option<Usage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelCard {
     pub id: String,
     pub object: &'static str,
@@ -347,14 +373,14 @@ pub struct ModelCard {
     pub task: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<ModelCard>,
 }
 
 /// POST /tokenize: a prompt, or messages rendered with the chat template.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct TokenizeRequest {
     #[serde(default)]
     pub model: Option<String>,
@@ -370,7 +396,7 @@ pub struct TokenizeRequest {
     pub return_token_strs: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TokenizeResponse {
     pub count: usize,
     pub max_model_len: usize,
@@ -379,14 +405,14 @@ pub struct TokenizeResponse {
     pub token_strs: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct DetokenizeRequest {
     #[serde(default)]
     pub model: Option<String>,
     pub tokens: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DetokenizeResponse {
     pub prompt: String,
 }
