@@ -75,6 +75,12 @@ fn gemma3_concurrent_requests_match_solo_runs_under_pressure() {
     pressure("tiny-gemma3");
 }
 
+/// Phi-3's fused projections, LongRoPE and partial rotary under the same pressure.
+#[test]
+fn phi3_concurrent_requests_match_solo_runs_under_pressure() {
+    pressure("tiny-phi3");
+}
+
 /// Roomy cache, preempting cache, chunked prefill and both at once: every request's tokens
 /// equal its solo run's.
 fn pressure(name: &str) {

@@ -7,18 +7,57 @@ use candle_core::{D, DType, Device, IndexOp, Tensor};
 use common::{FIXTURES, fixture_dir, load};
 use indus_kernels::AttentionMetadata;
 use indus_kernels::metadata::HostAttentionMetadata;
-use indus_models::rope::inverse_frequencies;
+use indus_models::rope::{attention_factor, inverse_frequencies};
 use indus_models::{CausalLm, ModelConfig, StepInput};
 use std::collections::HashMap;
 
+/// Phi-3's fused `qkv_proj` and `gate_up_proj` split into the separate projections the
+/// reference reads (rows q, k, v; gate, up).
+fn split_fused(weights: &HashMap<String, Tensor>, cfg: &ModelConfig) -> HashMap<String, Tensor> {
+    let mut out = HashMap::new();
+    let hd = cfg.head_dim;
+    for (name, t) in weights {
+        let split = |parts: &[(&str, usize)], from: &str| -> Vec<(String, Tensor)> {
+            let mut start = 0;
+            parts
+                .iter()
+                .map(|&(to, rows)| {
+                    let piece = t.narrow(0, start, rows).unwrap();
+                    start += rows;
+                    (name.replace(from, to), piece)
+                })
+                .collect()
+        };
+        let pieces = if name.ends_with("qkv_proj.weight") {
+            split(
+                &[
+                    ("q_proj", cfg.num_heads * hd),
+                    ("k_proj", cfg.num_kv_heads * hd),
+                    ("v_proj", cfg.num_kv_heads * hd),
+                ],
+                "qkv_proj",
+            )
+        } else if name.ends_with("gate_up_proj.weight") {
+            let i = cfg.intermediate_size;
+            split(&[("gate_proj", i), ("up_proj", i)], "gate_up_proj")
+        } else {
+            vec![(name.clone(), t.clone())]
+        };
+        out.extend(pieces);
+    }
+    out
+}
+
 /// A deliberately simple forward of the Llama family (with Qwen3's q/k norms when the weights
-/// have them) and of Gemma 2/3 (post norms, GeGLU, windows, soft-caps, local rope): one
-/// sequence, contiguous K/V, a masked softmax.
+/// have them, Phi-3's fused projections, LongRoPE and partial rotary) and of Gemma 2/3 (post
+/// norms, GeGLU, windows, soft-caps, local rope): one sequence, contiguous K/V, a masked
+/// softmax.
 fn reference_logits(
     weights: &HashMap<String, Tensor>,
     cfg: &ModelConfig,
     tokens: &[u32],
 ) -> Tensor {
+    let weights = &split_fused(weights, cfg);
     let w = |n: &str| weights[n].to_dtype(DType::F32).unwrap();
     let gemma = cfg.gemma.as_ref();
     // Gemma's norms multiply by (1 + w).
@@ -45,15 +84,23 @@ fn reference_logits(
             None => y,
         }
     };
+    // The rotated part of each head (Phi-4-mini's partial rotary: less than all of it).
+    let rd = cfg.rotary_dim;
     let tables = |cfg: &ModelConfig| {
         let inv = inverse_frequencies(cfg);
         let angles: Vec<f32> = (0..t)
             .flat_map(|p| inv.iter().map(move |f| p as f32 * f))
             .collect();
-        let angles = Tensor::from_vec(angles, (t, hd / 2), &Device::Cpu).unwrap();
+        let angles = Tensor::from_vec(angles, (t, rd / 2), &Device::Cpu).unwrap();
+        // LongRoPE scales cos and sin (1 for every other rope).
+        let scale = f64::from(attention_factor(cfg));
+        let (cos, sin) = (
+            (angles.cos().unwrap() * scale).unwrap(),
+            (angles.sin().unwrap() * scale).unwrap(),
+        );
         (
-            Tensor::cat(&[&angles.cos().unwrap(), &angles.cos().unwrap()], 1).unwrap(),
-            Tensor::cat(&[&angles.sin().unwrap(), &angles.sin().unwrap()], 1).unwrap(),
+            Tensor::cat(&[&cos, &cos], 1).unwrap(),
+            Tensor::cat(&[&sin, &sin], 1).unwrap(),
         )
     };
     let global = tables(cfg);
@@ -66,13 +113,18 @@ fn reference_logits(
         })
     });
     let rope = |x: &Tensor, (cos, sin): &(Tensor, Tensor)| -> Tensor {
-        // x: [t, heads, hd]; rotate_half
-        let x1 = x.narrow(2, 0, hd / 2).unwrap();
-        let x2 = x.narrow(2, hd / 2, hd / 2).unwrap();
+        // x: [t, heads, hd]; rotate_half over the first rd dimensions, the rest unchanged.
+        let (xr, pass) = (
+            x.narrow(2, 0, rd).unwrap(),
+            x.narrow(2, rd, hd - rd).unwrap(),
+        );
+        let x1 = xr.narrow(2, 0, rd / 2).unwrap();
+        let x2 = xr.narrow(2, rd / 2, rd / 2).unwrap();
         let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], 2).unwrap();
-        (x.broadcast_mul(&cos.unsqueeze(1).unwrap()).unwrap()
+        let rotated = (xr.broadcast_mul(&cos.unsqueeze(1).unwrap()).unwrap()
             + rot.broadcast_mul(&sin.unsqueeze(1).unwrap()).unwrap())
-        .unwrap()
+        .unwrap();
+        Tensor::cat(&[&rotated, &pass], 2).unwrap()
     };
     let ids = Tensor::new(tokens, &Device::Cpu).unwrap();
     let mut x = w("model.embed_tokens.weight")
@@ -417,4 +469,69 @@ fn gemma3_fixture_windows_change_the_logits() {
     let logits = paged_step(&model, &cache, &[ids], &table, &[(0, 0, t)], 16);
     let d = max_abs_diff(&logits.get(t - 1).unwrap(), &golden["last_logits_1"]);
     assert!(d > 0.1, "without windows the logits still match (diff {d})");
+}
+
+/// The Phi-3 fixture's golden logits pin its rope: the same weights with the short factors
+/// (a context within the pretrained one), without the attention factor, or rotating whole
+/// heads each miss them, so the golden test checks LongRoPE and the partial rotary.
+#[test]
+fn phi3_fixture_rope_choices_change_the_logits() {
+    let dir = fixture_dir("tiny-phi3");
+    let golden =
+        candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    let ids: Vec<u32> = golden["input_ids_1"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let t = ids.len();
+    let last_logit_diff = |cfg: ModelConfig| {
+        let model = CausalLm::load_with_config(
+            cfg,
+            &[dir.join("model.safetensors")],
+            &indus_models::LoadOptions::default(),
+        )
+        .unwrap();
+        let cache = model.new_kv_cache(t.div_ceil(16), 16).unwrap();
+        let table = vec![(0..t.div_ceil(16) as u32).collect::<Vec<_>>()];
+        let logits = paged_step(
+            &model,
+            &cache,
+            std::slice::from_ref(&ids),
+            &table,
+            &[(0, 0, t)],
+            16,
+        );
+        max_abs_diff(&logits.get(t - 1).unwrap(), &golden["last_logits_1"])
+    };
+    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!((cfg.head_dim, cfg.rotary_dim), (16, 12));
+    assert!(attention_factor(&cfg) > 3.0);
+    assert!(last_logit_diff(cfg.clone()) < 1e-3);
+
+    let short = ModelConfig {
+        original_max_position_embeddings: Some(cfg.max_position_embeddings),
+        ..cfg.clone()
+    };
+    assert_eq!(attention_factor(&short), 1.0);
+    let d = last_logit_diff(short);
+    assert!(d > 0.1, "short factors still match (diff {d})");
+
+    let mut no_factor = cfg.clone();
+    no_factor.rope_scaling.as_mut().unwrap().attention_factor = Some(1.0);
+    let d = last_logit_diff(no_factor);
+    assert!(
+        d > 0.1,
+        "without the attention factor the logits still match (diff {d})"
+    );
+
+    // Whole heads rotated: the factors of the first 6 of 8 frequencies, then plain ones.
+    let mut full = cfg.clone();
+    full.rotary_dim = full.head_dim;
+    let s = full.rope_scaling.as_mut().unwrap();
+    for f in [&mut s.short_factor, &mut s.long_factor] {
+        f.as_mut().unwrap().extend([1.0, 1.0]);
+    }
+    let d = last_logit_diff(full);
+    assert!(d > 0.1, "rotating whole heads still matches (diff {d})");
 }

@@ -15,17 +15,21 @@ pub enum Architecture {
     Qwen3,
     Gemma2,
     Gemma3,
+    /// Phi-3, 3.5 and 4: the Llama layer with q/k/v and gate/up fused in the checkpoint,
+    /// LongRoPE scaling and (Phi-4-mini) a partial rotary.
+    Phi3,
 }
 
 impl Architecture {
     /// Every architecture served, by its Hugging Face class name (for `/v1/models` and docs).
-    pub const ALL: [Architecture; 6] = [
+    pub const ALL: [Architecture; 7] = [
         Architecture::Llama,
         Architecture::Mistral,
         Architecture::Qwen2,
         Architecture::Qwen3,
         Architecture::Gemma2,
         Architecture::Gemma3,
+        Architecture::Phi3,
     ];
 
     /// The Hugging Face `architectures` entry of this family.
@@ -37,6 +41,7 @@ impl Architecture {
             Architecture::Qwen3 => "Qwen3ForCausalLM",
             Architecture::Gemma2 => "Gemma2ForCausalLM",
             Architecture::Gemma3 => "Gemma3ForCausalLM",
+            Architecture::Phi3 => "Phi3ForCausalLM",
         }
     }
 
@@ -50,6 +55,7 @@ impl Architecture {
             Architecture::Qwen3 => "qwen3",
             Architecture::Gemma2 => "gemma2",
             Architecture::Gemma3 => "gemma3_text",
+            Architecture::Phi3 => "phi3",
         }
     }
 
@@ -59,7 +65,7 @@ impl Architecture {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct RopeScaling {
     #[serde(alias = "type")]
     pub rope_type: String,
@@ -71,6 +77,15 @@ pub struct RopeScaling {
     pub high_freq_factor: Option<f64>,
     #[serde(default)]
     pub original_max_position_embeddings: Option<usize>,
+    /// LongRoPE (`longrope`, Phi-3's older `su`): per-frequency divisors for contexts up to
+    /// the pretrained length (`short_factor`) and beyond it (`long_factor`).
+    #[serde(default)]
+    pub short_factor: Option<Vec<f64>>,
+    #[serde(default)]
+    pub long_factor: Option<Vec<f64>>,
+    /// LongRoPE's cos/sin multiplier; derived from the context ratio when absent.
+    #[serde(default)]
+    pub attention_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +111,12 @@ struct RawConfig {
     rope_scaling: Option<RopeScaling>,
     #[serde(default = "default_max_pos")]
     max_position_embeddings: usize,
+    /// The pretrained context of a LongRoPE model (Phi-3 writes it beside `rope_scaling`).
+    #[serde(default)]
+    original_max_position_embeddings: Option<usize>,
+    /// The fraction of each head that is rotated (Phi-4-mini: 0.75); the rest passes as is.
+    #[serde(default)]
+    partial_rotary_factor: Option<f64>,
     #[serde(default)]
     tie_word_embeddings: Option<bool>,
     #[serde(default)]
@@ -157,6 +178,14 @@ pub struct ModelConfig {
     /// how llama.cpp stores Llama 3.1-style scaling); applied after `rope_scaling`.
     pub rope_freq_factors: Option<Vec<f32>>,
     pub max_position_embeddings: usize,
+    /// LongRoPE: the pretrained context; the long factors apply when
+    /// `max_position_embeddings` exceeds it (see [`crate::rope`]).
+    pub original_max_position_embeddings: Option<usize>,
+    /// Leading dimensions of each head that rotary rotates (`head_dim` unless the config
+    /// has a `partial_rotary_factor`).
+    pub rotary_dim: usize,
+    /// Phi-3: q/k/v are one `qkv_proj` and gate/up one `gate_up_proj` in the checkpoint.
+    pub fused_checkpoint_projections: bool,
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry a bias (Qwen2).
     pub qkv_bias: bool,
@@ -295,14 +324,56 @@ impl ModelConfig {
                 architecture.hf_class()
             )));
         }
-        if let Some(scaling) = &raw.rope_scaling
-            && !matches!(scaling.rope_type.as_str(), "llama3" | "linear" | "default")
-        {
-            return Err(invalid(format!(
-                "rope_scaling type `{}` is not supported (llama3, linear)",
-                scaling.rope_type
-            )));
-        }
+        let rotary_dim = match raw.partial_rotary_factor {
+            None => head_dim,
+            Some(f) => {
+                let dim = (head_dim as f64 * f) as usize;
+                if !(f > 0.0 && f <= 1.0) || dim == 0 || !dim.is_multiple_of(2) {
+                    return Err(invalid(format!(
+                        "partial_rotary_factor {f} of head_dim {head_dim} is not an even number of dimensions"
+                    )));
+                }
+                dim
+            }
+        };
+        let original_max_position_embeddings = match &raw.rope_scaling {
+            Some(s) if matches!(s.rope_type.as_str(), "longrope" | "su") => {
+                // Phi3Config's default when the file has none.
+                let orig = raw
+                    .original_max_position_embeddings
+                    .or(s.original_max_position_embeddings)
+                    .unwrap_or(4096);
+                for (name, f) in [
+                    ("short_factor", &s.short_factor),
+                    ("long_factor", &s.long_factor),
+                ] {
+                    match f {
+                        Some(v) if v.len() == rotary_dim / 2 => {}
+                        Some(v) => {
+                            return Err(invalid(format!(
+                                "rope_scaling.{name} has {} entries, expected {} (rotary dimensions / 2)",
+                                v.len(),
+                                rotary_dim / 2
+                            )));
+                        }
+                        None => return Err(invalid(format!("rope_scaling.{name} is missing"))),
+                    }
+                }
+                if orig == 0 {
+                    return Err(invalid(
+                        "original_max_position_embeddings must be positive".into(),
+                    ));
+                }
+                Some(orig)
+            }
+            Some(s) if !matches!(s.rope_type.as_str(), "llama3" | "linear" | "default") => {
+                return Err(invalid(format!(
+                    "rope_scaling type `{}` is not supported (llama3, linear, longrope)",
+                    s.rope_type
+                )));
+            }
+            _ => None,
+        };
         let gemma = if architecture.is_gemma() {
             let sliding = gemma_sliding_layers(
                 architecture,
@@ -347,6 +418,9 @@ impl ModelConfig {
             rope_scaling: raw.rope_scaling.clone(),
             rope_freq_factors: None,
             max_position_embeddings: raw.max_position_embeddings,
+            original_max_position_embeddings,
+            rotary_dim,
+            fused_checkpoint_projections: architecture == Architecture::Phi3,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(matches!(
                 architecture,
                 Architecture::Qwen2 | Architecture::Gemma2 | Architecture::Gemma3
@@ -492,6 +566,52 @@ mod tests {
         assert_eq!(g.rope_local_theta, Some(10_000.0));
         let silu = text.replace("gelu_pytorch_tanh", "silu");
         assert!(ModelConfig::from_json(&silu).is_err());
+    }
+
+    /// Phi-3-mini-128k-instruct's config (its 48 + 48 LongRoPE factors made up here).
+    fn phi3_128k(factors: usize, partial: &str) -> String {
+        let f = vec!["1.5"; factors].join(",");
+        format!(
+            r#"{{"architectures":["Phi3ForCausalLM"],"model_type":"phi3","hidden_size":3072,
+            "intermediate_size":8192,"num_hidden_layers":32,"num_attention_heads":32,
+            "num_key_value_heads":32,"vocab_size":32064,"rms_norm_eps":1e-5,
+            "rope_theta":10000.0,"max_position_embeddings":131072,
+            "original_max_position_embeddings":4096,"sliding_window":262144,{partial}
+            "rope_scaling":{{"type":"longrope","short_factor":[{f}],"long_factor":[{f}]}},
+            "tie_word_embeddings":false,"hidden_act":"silu"}}"#
+        )
+    }
+
+    #[test]
+    fn phi3_reads_longrope_and_the_partial_rotary() {
+        let c = ModelConfig::from_json(&phi3_128k(48, "")).unwrap();
+        assert_eq!(c.architecture, Architecture::Phi3);
+        assert_eq!((c.head_dim, c.rotary_dim), (96, 96));
+        assert_eq!(c.original_max_position_embeddings, Some(4096));
+        assert!(c.fused_checkpoint_projections && !c.tie_word_embeddings && !c.qkv_bias);
+        assert_eq!(c.max_context(), 131072);
+        // 0.75 of 96: 72 rotated dimensions, 36 factors (Phi-4-mini's shape).
+        let partial = phi3_128k(36, r#""partial_rotary_factor":0.75,"#);
+        assert_eq!(ModelConfig::from_json(&partial).unwrap().rotary_dim, 72);
+        let e = ModelConfig::from_json(&phi3_128k(40, "")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("short_factor has 40 entries, expected 48"),
+            "{e}"
+        );
+        let odd = phi3_128k(48, r#""partial_rotary_factor":0.3,"#);
+        assert!(ModelConfig::from_json(&odd).is_err());
+    }
+
+    #[test]
+    fn phi3_4k_without_scaling_is_capped_to_its_window() {
+        let text = r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":3072,
+          "intermediate_size":8192,"num_hidden_layers":32,"num_attention_heads":32,
+          "num_key_value_heads":32,"vocab_size":32064,"max_position_embeddings":4096,
+          "original_max_position_embeddings":4096,"sliding_window":2047,"rope_scaling":null}"#;
+        let c = ModelConfig::from_json(text).unwrap();
+        assert_eq!(c.original_max_position_embeddings, None);
+        assert_eq!(c.max_context(), 2047);
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The Llama-family decoder layer (Llama 2/3/3.1/3.2, Mistral, Qwen2, Qwen3): pre-norm
-//! attention and SwiGLU MLP, each behind an RMSNorm, with the residual add fused into the
-//! next norm. The families differ only in options the config states: q/k/v bias (Qwen2),
-//! per-head q/k norm (Qwen3), rope parameters, tied embeddings.
+//! The Llama-family decoder layer (Llama 2/3/3.1/3.2, Mistral, Qwen2, Qwen3, Phi-3/3.5/4):
+//! pre-norm attention and SwiGLU MLP, each behind an RMSNorm, with the residual add fused into
+//! the next norm. The families differ only in options the config states: q/k/v bias (Qwen2),
+//! per-head q/k norm (Qwen3), rope parameters (Phi-3's LongRoPE and partial rotary), tied
+//! embeddings, and whether the checkpoint already fuses q/k/v and gate/up (Phi-3).
 //!
 //! Tensor names are Hugging Face's (`model.layers.N.self_attn.q_proj.weight`, ...); the GGUF
 //! names they map to are in [`crate::gguf::arch`].
@@ -47,6 +48,8 @@ pub(crate) fn attention_spec(cfg: &ModelConfig) -> AttentionSpec {
         num_heads: cfg.num_heads,
         num_kv_heads: cfg.num_kv_heads,
         head_dim: cfg.head_dim,
+        rotary_dim: cfg.rotary_dim,
+        fused_qkv: cfg.fused_checkpoint_projections,
         qkv_bias: cfg.qkv_bias,
         qk_norm_eps: (cfg.architecture == Architecture::Qwen3).then_some(cfg.rms_norm_eps),
         gemma_norms: false,
@@ -74,6 +77,7 @@ impl DecoderLayer {
                 h,
                 cfg.intermediate_size,
                 Activation::Silu,
+                cfg.fused_checkpoint_projections,
             )?,
         })
     }

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const FIXTURES: [&str; 5] = [
+pub const FIXTURES: [&str; 6] = [
     "tiny-llama",
     "tiny-llama3",
     "tiny-qwen2",
     "tiny-qwen3",
     "tiny-gemma3",
+    "tiny-phi3",
 ];
 
 pub fn fixture_dir(name: &str) -> PathBuf {

@@ -133,9 +133,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             factor: file
                 .opt_f64(&key("rope.scaling.factor"))
                 .map_err(gguf_err)?,
-            low_freq_factor: None,
-            high_freq_factor: None,
-            original_max_position_embeddings: None,
+            ..Default::default()
         }),
         Some(other) => {
             return Err(invalid(format!(
@@ -202,6 +200,9 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         rope_scaling,
         rope_freq_factors,
         max_position_embeddings,
+        original_max_position_embeddings: None,
+        rotary_dim: head_dim,
+        fused_checkpoint_projections: false,
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),
         qkv_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
         sliding_window,

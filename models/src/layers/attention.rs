@@ -1,6 +1,7 @@
-//! Self-attention over the paged KV cache: one fused q/k/v projection, optional per-head q/k
-//! RMSNorm (Qwen3), rotary on q and k, the step's K/V written into the cache, paged attention,
-//! the output projection.
+//! Self-attention over the paged KV cache: one fused q/k/v projection (fused at load time, or
+//! already in the checkpoint as Phi-3's `qkv_proj`), optional per-head q/k RMSNorm (Qwen3),
+//! rotary on q and k (on a leading part of each head with a partial rotary), the step's K/V
+//! written into the cache, paged attention, the output projection.
 
 use super::norm::RmsNorm;
 use crate::Result;
@@ -19,6 +20,10 @@ pub struct AttentionSpec {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Leading dimensions of each head that rotary rotates (`head_dim` but for Phi-4-mini).
+    pub rotary_dim: usize,
+    /// The checkpoint has one `qkv_proj` (Phi-3) instead of `q_proj`, `k_proj`, `v_proj`.
+    pub fused_qkv: bool,
     /// q/k/v projections carry a bias (Qwen2).
     pub qkv_bias: bool,
     /// Per-head RMSNorm of q and k before rotary (Qwen3, Gemma 3), with this epsilon.
@@ -47,6 +52,7 @@ pub struct Attention {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    rotary_dim: usize,
     scale: f32,
     variant: AttentionVariant,
 }
@@ -60,14 +66,20 @@ impl Attention {
             spec.num_kv_heads * d,
             spec.num_kv_heads * d,
         ];
-        let names = |suffix: &str| -> Vec<String> {
-            ["q_proj", "k_proj", "v_proj"]
-                .iter()
-                .map(|p| format!("{prefix}.{p}.{suffix}"))
-                .collect()
+        let qkv = if spec.fused_qkv {
+            let name = |suffix: &str| vec![format!("{prefix}.qkv_proj.{suffix}")];
+            let biases = spec.qkv_bias.then(|| name("bias"));
+            src.linear(&name("weight"), &[rows.iter().sum()], h, biases.as_deref())?
+        } else {
+            let names = |suffix: &str| -> Vec<String> {
+                ["q_proj", "k_proj", "v_proj"]
+                    .iter()
+                    .map(|p| format!("{prefix}.{p}.{suffix}"))
+                    .collect()
+            };
+            let biases = spec.qkv_bias.then(|| names("bias"));
+            src.linear(&names("weight"), &rows, h, biases.as_deref())?
         };
-        let biases = spec.qkv_bias.then(|| names("bias"));
-        let qkv = src.linear(&names("weight"), &rows, h, biases.as_deref())?;
         let o = src.linear(
             &[format!("{prefix}.o_proj.weight")],
             &[h],
@@ -91,6 +103,7 @@ impl Attention {
             num_heads: spec.num_heads,
             num_kv_heads: spec.num_kv_heads,
             head_dim: d,
+            rotary_dim: spec.rotary_dim,
             scale: spec.scale,
             variant: spec.variant,
         })
@@ -121,12 +134,23 @@ impl Attention {
         if let Some(n) = &self.k_norm {
             k = n.forward_heads(&k)?;
         }
-        let q = indus_kernels::apply_rotary(&q, cos, sin)?;
-        let k = indus_kernels::apply_rotary(&k, cos, sin)?;
+        let q = self.rotate(&q, cos, sin)?;
+        let k = self.rotate(&k, cos, sin)?;
         write_step_kv_cache(&cache.0, &k, meta)?;
         write_step_kv_cache(&cache.1, &v, meta)?;
         let out = paged_attention_variant(&q, &cache.0, &cache.1, meta, self.scale, self.variant)?;
         self.o.forward(&out.reshape((t, qn))?)
+    }
+
+    /// Rotary on the first `rotary_dim` dimensions of each head; the rest pass unchanged.
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        if self.rotary_dim == self.head_dim {
+            return Ok(indus_kernels::apply_rotary(x, cos, sin)?);
+        }
+        let rd = self.rotary_dim;
+        let rotated = indus_kernels::apply_rotary(&x.narrow(2, 0, rd)?, cos, sin)?;
+        let passed = x.narrow(2, rd, self.head_dim - rd)?.contiguous()?;
+        Ok(Tensor::cat(&[&rotated, &passed], 2)?)
     }
 
     pub fn weight_bytes(&self) -> usize {

@@ -1,5 +1,6 @@
 //! The gated feed-forward block, `down(act(gate(x)) * up(x))`, with gate and up fused into one
-//! GEMM at load time: SwiGLU (Llama family, one fused kernel) or GeGLU with the tanh
+//! GEMM (at load time, or already in the checkpoint as Phi-3's `gate_up_proj`, gate rows
+//! first): SwiGLU (Llama family, one fused kernel) or GeGLU with the tanh
 //! approximation of GELU (Gemma, candle's `gelu`).
 
 use crate::Result;
@@ -26,19 +27,26 @@ pub struct GatedMlp {
 }
 
 impl GatedMlp {
-    /// From `{prefix}.gate_proj`, `{prefix}.up_proj`, `{prefix}.down_proj`.
+    /// From `{prefix}.gate_proj`, `{prefix}.up_proj` (or `fused`: `{prefix}.gate_up_proj`),
+    /// `{prefix}.down_proj`.
     pub(crate) fn load(
         src: &WeightSource,
         prefix: &str,
         hidden: usize,
         intermediate: usize,
         act: Activation,
+        fused: bool,
     ) -> Result<Self> {
-        let names = vec![
-            format!("{prefix}.gate_proj.weight"),
-            format!("{prefix}.up_proj.weight"),
-        ];
-        let gate_up = src.linear(&names, &[intermediate, intermediate], hidden, None)?;
+        let gate_up = if fused {
+            let name = [format!("{prefix}.gate_up_proj.weight")];
+            src.linear(&name, &[2 * intermediate], hidden, None)?
+        } else {
+            let names = [
+                format!("{prefix}.gate_proj.weight"),
+                format!("{prefix}.up_proj.weight"),
+            ];
+            src.linear(&names, &[intermediate, intermediate], hidden, None)?
+        };
         let down = src.linear(
             &[format!("{prefix}.down_proj.weight")],
             &[hidden],
