@@ -84,6 +84,22 @@ const SKIPS: &[(&str, &str)] = &[
     ("kubectl ", "kubectl: a Kubernetes cluster"),
     ("/work/shared/", "a file outside the repository"),
     (
+        "scripts/fuzz-ci.sh",
+        "minutes: an instrumented build and a timed run of every fuzz target (docs/fuzzing.md)",
+    ),
+    (
+        "cargo fuzz",
+        "cargo-fuzz and an instrumented build (scripts/fuzz-ci.sh installs and runs them)",
+    ),
+    (
+        "fuzz/make_seeds.py",
+        "rewrites the committed GGUF seeds of fuzz/corpus/",
+    ),
+    (
+        "--manifest-path fuzz/Cargo.toml",
+        "the fuzz crate's own build (scripts/fuzz-ci.sh)",
+    ),
+    (
         "ShareGPT_V3_unfiltered_cleaned_split.json",
         "network: the ShareGPT dataset",
     ),

@@ -70,6 +70,62 @@ pub struct EngineLimits {
     pub block_size: usize,
 }
 
+impl EngineLimits {
+    /// Checks a request against these limits: what [`EngineHandle::validate`] does, pure
+    /// (no engine needed), so the request fuzzer runs the same checks as the server.
+    pub fn check(&self, req: &Request) -> Result<(), EngineError> {
+        req.params
+            .validate()
+            .map_err(|(param, msg)| EngineError::invalid(param, msg))?;
+        let prompt_len = req.prompt_token_ids.len();
+        if prompt_len == 0 {
+            return Err(EngineError::invalid("prompt", "the prompt is empty"));
+        }
+        if let Some(bad) = req
+            .prompt_token_ids
+            .iter()
+            .find(|&&t| t as usize >= self.vocab_size)
+        {
+            return Err(EngineError::invalid(
+                "prompt",
+                format!(
+                    "token id {bad} is outside the vocabulary (size {})",
+                    self.vocab_size
+                ),
+            ));
+        }
+        let max_len = self.max_model_len;
+        if req.embed {
+            if req.params.n != 1 {
+                return Err(EngineError::invalid(
+                    "n",
+                    "an embedding request has one choice",
+                ));
+            }
+            if prompt_len > max_len {
+                return Err(EngineError::invalid(
+                    "input",
+                    format!(
+                        "input has {prompt_len} tokens, more than the model's limit of {max_len} tokens"
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if prompt_len + req.params.max_tokens > max_len {
+            return Err(EngineError::invalid(
+                "max_tokens",
+                format!(
+                    "This model's maximum context length is {max_len} tokens. However, you requested {} tokens ({prompt_len} in the messages, {} in the completion). Please reduce the length of the messages or completion.",
+                    prompt_len + req.params.max_tokens,
+                    req.params.max_tokens
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: crossbeam_channel::Sender<Command>,
@@ -143,55 +199,7 @@ impl EngineHandle {
 
     /// Checks a request against the limits without submitting it.
     pub fn validate(&self, req: &Request) -> Result<(), EngineError> {
-        req.params
-            .validate()
-            .map_err(|(param, msg)| EngineError::invalid(param, msg))?;
-        let prompt_len = req.prompt_token_ids.len();
-        if prompt_len == 0 {
-            return Err(EngineError::invalid("prompt", "the prompt is empty"));
-        }
-        if let Some(bad) = req
-            .prompt_token_ids
-            .iter()
-            .find(|&&t| t as usize >= self.limits.vocab_size)
-        {
-            return Err(EngineError::invalid(
-                "prompt",
-                format!(
-                    "token id {bad} is outside the vocabulary (size {})",
-                    self.limits.vocab_size
-                ),
-            ));
-        }
-        let max_len = self.limits.max_model_len;
-        if req.embed {
-            if req.params.n != 1 {
-                return Err(EngineError::invalid(
-                    "n",
-                    "an embedding request has one choice",
-                ));
-            }
-            if prompt_len > max_len {
-                return Err(EngineError::invalid(
-                    "input",
-                    format!(
-                        "input has {prompt_len} tokens, more than the model's limit of {max_len} tokens"
-                    ),
-                ));
-            }
-            return Ok(());
-        }
-        if prompt_len + req.params.max_tokens > max_len {
-            return Err(EngineError::invalid(
-                "max_tokens",
-                format!(
-                    "This model's maximum context length is {max_len} tokens. However, you requested {} tokens ({prompt_len} in the messages, {} in the completion). Please reduce the length of the messages or completion.",
-                    prompt_len + req.params.max_tokens,
-                    req.params.max_tokens
-                ),
-            ));
-        }
-        Ok(())
+        self.limits.check(req)
     }
 
     /// Refuses `n` more sequences of `tenant` now if [`Self::submit`] would: a cheap check
