@@ -13,7 +13,8 @@ Options:
                           falling back to /work/shared/models/llama2-tokenizer)
     --out DIR             output root (default: tests/fixtures)
     --only NAME           build only one fixture (tiny-llama, tiny-llama3, tiny-qwen2,
-                          tiny-qwen3, tiny-gemma3, tiny-phi3)
+                          tiny-qwen3, tiny-gemma3, tiny-phi3, tiny-mixtral,
+                          tiny-qwen2-moe, tiny-qwen3-moe)
     --check-only          do not write anything, only print the statistics
     --search-seed START   try seeds START, START+1, ... and print the first whose model
                           meets the acceptance criteria (GOLDEN_MIN_GAP etc. below);
@@ -58,10 +59,16 @@ from transformers import (
     Qwen2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    MixtralConfig,
+    MixtralForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +96,9 @@ GREEDY_NEW_TOKENS = 24
 GEMMA3_SEED = 2  # seed 1 fails the gap criteria
 QWEN3_SEED = 70  # seeds 1-69 fail the gap criteria (checked on the saved, reloaded model)
 PHI3_SEED = 25  # found with --search-seed 1
+MIXTRAL_SEED = 34  # the first seed from 1 whose saved model passes the checks
+QWEN2_MOE_SEED = 6  # the first seed from 1 whose saved model passes the checks
+QWEN3_MOE_SEED = 1
 HEAD_VOCAB = 512
 
 COMMON = dict(
@@ -242,6 +252,72 @@ FIXTURES = {
         ),
         generation_config={"bos_token_id": 1, "eos_token_id": 2},
     ),
+    # Mixtral: every layer's MLP is 4 experts, top 2, weights renormalized to sum to one.
+    "tiny-mixtral": dict(
+        cls=MixtralForCausalLM,
+        config_cls=MixtralConfig,
+        seed=MIXTRAL_SEED,
+        config=dict(
+            COMMON,
+            intermediate_size=96,
+            num_key_value_heads=2,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            router_jitter_noise=0.0,
+            rms_norm_eps=1e-5,
+            rope_theta=1000000.0,
+            sliding_window=None,
+            tie_word_embeddings=False,
+        ),
+        generation_config={"bos_token_id": 1, "eos_token_id": 2},
+    ),
+    # Qwen2-MoE: q/k/v bias, 4 experts top 2 without renormalization, a shared expert behind
+    # a sigmoid gate; layer 1 is a dense MLP (mlp_only_layers), as Qwen's configs allow.
+    "tiny-qwen2-moe": dict(
+        cls=Qwen2MoeForCausalLM,
+        config_cls=Qwen2MoeConfig,
+        seed=QWEN2_MOE_SEED,
+        config=dict(
+            COMMON,
+            num_key_value_heads=2,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=64,
+            shared_expert_intermediate_size=96,
+            norm_topk_prob=False,
+            decoder_sparse_step=1,
+            mlp_only_layers=[1],
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            use_sliding_window=False,
+            tie_word_embeddings=False,
+        ),
+        generation_config={"bos_token_id": 1, "eos_token_id": 2},
+    ),
+    # Qwen3-MoE: Qwen3's per-head q/k norm and head_dim 32, 8 experts top 2 renormalized
+    # (norm_topk_prob, as Qwen3-30B-A3B), no shared expert.
+    "tiny-qwen3-moe": dict(
+        cls=Qwen3MoeForCausalLM,
+        config_cls=Qwen3MoeConfig,
+        seed=QWEN3_MOE_SEED,
+        config=dict(
+            COMMON,
+            num_key_value_heads=2,
+            head_dim=32,
+            num_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=48,
+            norm_topk_prob=True,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            attention_bias=False,
+            use_sliding_window=False,
+            tie_word_embeddings=False,
+        ),
+        generation_config={"bos_token_id": 1, "eos_token_id": 2},
+    ),
 }
 
 # Standard deviations of the re-drawn weights.  Matrices are N(0, std^2) with std
@@ -265,6 +341,7 @@ SCALES = dict(
     post_norm_center=None,  # Gemma's post-attention / post-feed-forward norms, if set
     final_norm_center=None,  # model.norm, if set (Gemma: sharpens the tied logits)
     bias=0.3,
+    router=2.0,     # x 1/sqrt(hidden): MoE routers and Qwen2-MoE's shared-expert gate
 )
 
 # Acceptance criteria; --search-seed looks for the first seed meeting them.
@@ -304,6 +381,8 @@ def init_weights(model: torch.nn.Module, seed: int, s: dict) -> None:
             sigma = s["row_lognorm"]
             rows = torch.exp(sigma * torch.randn((shape[0], 1), generator=gen))
             val = std * val * rows / math.exp(sigma * sigma)
+        elif name.endswith(".gate.weight") or name.endswith("shared_expert_gate.weight"):
+            val = (s["router"] / math.sqrt(shape[1])) * torch.randn(shape, generator=gen)
         elif "qkv_proj" in name:
             # Phi-3's fused q/k/v: q and k rows at the qk scale, v rows at the v scale.
             cfg = model.config
@@ -321,9 +400,10 @@ def init_weights(model: torch.nn.Module, seed: int, s: dict) -> None:
                 k = s["v"]
             elif "o_proj" in name:
                 k = s["o"]
-            elif "gate_proj" in name or "up_proj" in name:  # also Phi-3's gate_up_proj
+            elif "gate_proj" in name or "up_proj" in name or name.endswith((".w1.weight", ".w3.weight")):
+                # also Phi-3's gate_up_proj and Mixtral's experts' w1 (gate) and w3 (up)
                 k = s["gate_up"]
-            elif "down_proj" in name:
+            elif "down_proj" in name or name.endswith(".w2.weight"):
                 k = s["down"]
             else:
                 raise ValueError(f"unexpected parameter {name}")

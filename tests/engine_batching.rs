@@ -81,6 +81,18 @@ fn phi3_concurrent_requests_match_solo_runs_under_pressure() {
     pressure("tiny-phi3");
 }
 
+/// Mixture-of-experts routing is per token: batching, preemption and chunking must not
+/// change which experts a token meets.
+#[test]
+fn mixtral_concurrent_requests_match_solo_runs_under_pressure() {
+    pressure("tiny-mixtral");
+}
+
+#[test]
+fn qwen2_moe_concurrent_requests_match_solo_runs_under_pressure() {
+    pressure("tiny-qwen2-moe");
+}
+
 /// Roomy cache, preempting cache, chunked prefill and both at once: every request's tokens
 /// equal its solo run's.
 fn pressure(name: &str) {

@@ -202,14 +202,64 @@ fn reference_logits(
         }
         let attn = Tensor::cat(&heads, 1).unwrap();
         let attn = lin(&attn, &format!("{p}.self_attn.o_proj"));
-        let mlp = |h: &Tensor| {
-            let gate = lin(h, &format!("{p}.mlp.gate_proj"));
-            let up = lin(h, &format!("{p}.mlp.up_proj"));
+        let swiglu = |h: &Tensor, prefix: &str, [g, u, d]: [&str; 3]| {
+            let gate = lin(h, &format!("{prefix}.{g}"));
+            let up = lin(h, &format!("{prefix}.{u}"));
             let act = match gemma {
                 Some(_) => gate.gelu().unwrap(),
                 None => candle_nn::ops::silu(&gate).unwrap(),
             };
-            lin(&(act * up).unwrap(), &format!("{p}.mlp.down_proj"))
+            lin(&(act * up).unwrap(), &format!("{prefix}.{d}"))
+        };
+        const QWEN: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+        // Mixtral's and Qwen-MoE's experts: each token's top-k experts by softmax of the
+        // router, one token at a time.
+        let moe = |h: &Tensor, block: &str, names: [&str; 3]| {
+            let m = cfg.moe.as_ref().unwrap();
+            let probs =
+                candle_nn::ops::softmax_last_dim(&lin(h, &format!("{block}.gate"))).unwrap();
+            let probs: Vec<Vec<f32>> = probs.to_vec2().unwrap();
+            let rows: Vec<Tensor> = (0..t)
+                .map(|r| {
+                    let mut order: Vec<usize> = (0..m.num_experts).collect();
+                    order.sort_by(|&a, &b| probs[r][b].total_cmp(&probs[r][a]));
+                    let top = &order[..m.top_k];
+                    let sum: f32 = top.iter().map(|&e| probs[r][e]).sum();
+                    let x = h.narrow(0, r, 1).unwrap();
+                    let mut acc =
+                        Tensor::zeros((1, cfg.hidden_size), DType::F32, &Device::Cpu).unwrap();
+                    for &e in top {
+                        let weight = if m.renormalize {
+                            probs[r][e] / sum
+                        } else {
+                            probs[r][e]
+                        };
+                        let y = swiglu(&x, &format!("{block}.experts.{e}"), names);
+                        acc = (acc + (y * f64::from(weight)).unwrap()).unwrap();
+                    }
+                    acc
+                })
+                .collect();
+            let out = Tensor::cat(&rows, 0).unwrap();
+            match weights.get(&format!("{block}.shared_expert_gate.weight")) {
+                None => out,
+                Some(_) => {
+                    let g =
+                        candle_nn::ops::sigmoid(&lin(h, &format!("{block}.shared_expert_gate")))
+                            .unwrap();
+                    let shared = swiglu(h, &format!("{block}.shared_expert"), QWEN);
+                    (out + shared.broadcast_mul(&g).unwrap()).unwrap()
+                }
+            }
+        };
+        let mlp = |h: &Tensor| {
+            if weights.contains_key(&format!("{p}.block_sparse_moe.gate.weight")) {
+                moe(h, &format!("{p}.block_sparse_moe"), ["w1", "w3", "w2"])
+            } else if weights.contains_key(&format!("{p}.mlp.gate.weight")) {
+                moe(h, &format!("{p}.mlp"), QWEN)
+            } else {
+                swiglu(h, &format!("{p}.mlp"), QWEN)
+            }
         };
         if gemma.is_some() {
             let post = |n: &str, y: &Tensor| rms(y, &norm_w(&format!("{p}.{n}.weight")));

@@ -16,6 +16,7 @@ pub mod fma_exp;
 pub mod gelu;
 pub mod kv_layout;
 pub mod metadata;
+pub mod moe;
 pub mod norm;
 pub mod paged_attention;
 pub mod q4_1_matmul;
@@ -27,6 +28,7 @@ pub use activation::silu_mul;
 pub use cache_write::{write_kv_cache, write_step_kv_cache};
 pub use kv_layout::KvCacheShape;
 pub use metadata::AttentionMetadata;
+pub use moe::{ExpertWeights, fused_moe, fused_moe_reference, route_top_k};
 pub use norm::{fused_add_rms_norm, rms_norm};
 pub use paged_attention::{
     AttentionVariant, PagedAttentionOptions, paged_attention, paged_attention_variant,

@@ -18,11 +18,18 @@ pub enum Architecture {
     /// Phi-3, 3.5 and 4: the Llama layer with q/k/v and gate/up fused in the checkpoint,
     /// LongRoPE scaling and (Phi-4-mini) a partial rotary.
     Phi3,
+    /// Mixtral: Mistral's attention, every layer's MLP a sparse mixture of experts.
+    Mixtral,
+    /// Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): Qwen2's attention, experts plus a gated
+    /// shared expert.
+    Qwen2Moe,
+    /// Qwen3-MoE (30B-A3B, 235B-A22B): Qwen3's attention, experts.
+    Qwen3Moe,
 }
 
 impl Architecture {
     /// Every architecture served, by its Hugging Face class name (for `/v1/models` and docs).
-    pub const ALL: [Architecture; 7] = [
+    pub const ALL: [Architecture; 10] = [
         Architecture::Llama,
         Architecture::Mistral,
         Architecture::Qwen2,
@@ -30,6 +37,9 @@ impl Architecture {
         Architecture::Gemma2,
         Architecture::Gemma3,
         Architecture::Phi3,
+        Architecture::Mixtral,
+        Architecture::Qwen2Moe,
+        Architecture::Qwen3Moe,
     ];
 
     /// The Hugging Face `architectures` entry of this family.
@@ -42,6 +52,9 @@ impl Architecture {
             Architecture::Gemma2 => "Gemma2ForCausalLM",
             Architecture::Gemma3 => "Gemma3ForCausalLM",
             Architecture::Phi3 => "Phi3ForCausalLM",
+            Architecture::Mixtral => "MixtralForCausalLM",
+            Architecture::Qwen2Moe => "Qwen2MoeForCausalLM",
+            Architecture::Qwen3Moe => "Qwen3MoeForCausalLM",
         }
     }
 
@@ -56,12 +69,20 @@ impl Architecture {
             Architecture::Gemma2 => "gemma2",
             Architecture::Gemma3 => "gemma3_text",
             Architecture::Phi3 => "phi3",
+            Architecture::Mixtral => "mixtral",
+            Architecture::Qwen2Moe => "qwen2_moe",
+            Architecture::Qwen3Moe => "qwen3_moe",
         }
     }
 
     /// Gemma 2/3: the [`crate::gemma`] decoder layer instead of [`crate::llama`]'s.
     pub fn is_gemma(self) -> bool {
         matches!(self, Architecture::Gemma2 | Architecture::Gemma3)
+    }
+
+    /// Per-head q/k RMSNorm before rotary.
+    pub fn has_qk_norm(self) -> bool {
+        matches!(self, Architecture::Qwen3 | Architecture::Qwen3Moe)
     }
 }
 
@@ -144,6 +165,23 @@ struct RawConfig {
     sliding_window_pattern: Option<usize>,
     #[serde(default)]
     rope_local_base_freq: Option<f64>,
+    /// Mixtral's expert count; Qwen-MoE's is `num_experts`.
+    #[serde(default)]
+    num_local_experts: Option<usize>,
+    #[serde(default)]
+    num_experts: Option<usize>,
+    #[serde(default)]
+    num_experts_per_tok: Option<usize>,
+    #[serde(default)]
+    moe_intermediate_size: Option<usize>,
+    #[serde(default)]
+    shared_expert_intermediate_size: Option<usize>,
+    #[serde(default)]
+    norm_topk_prob: Option<bool>,
+    #[serde(default)]
+    decoder_sparse_step: Option<usize>,
+    #[serde(default)]
+    mlp_only_layers: Option<Vec<usize>>,
     #[serde(default)]
     bos_token_id: Option<serde_json::Value>,
     #[serde(default)]
@@ -196,6 +234,69 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
     /// Gemma 2/3's options; `None` for every other family.
     pub gemma: Option<GemmaOptions>,
+    /// Mixture-of-experts options (Mixtral, Qwen-MoE); `None` for dense families.
+    pub moe: Option<MoeOptions>,
+}
+
+/// A sparse mixture-of-experts MLP: the router picks `top_k` of `num_experts` SwiGLU experts
+/// per token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeOptions {
+    pub num_experts: usize,
+    pub top_k: usize,
+    /// Each expert's intermediate size.
+    pub expert_intermediate: usize,
+    /// The top-k weights are rescaled to sum to one (Mixtral; Qwen's `norm_topk_prob`).
+    pub renormalize: bool,
+    /// Qwen2-MoE's shared expert (its intermediate size), added to every token's output
+    /// through a sigmoid gate.
+    pub shared_expert_intermediate: Option<usize>,
+    /// Per layer: experts (`true`) or the dense MLP of `intermediate_size` (Qwen's
+    /// `mlp_only_layers` and `decoder_sparse_step`).
+    pub sparse_layers: Vec<bool>,
+}
+
+impl MoeOptions {
+    fn from_raw(architecture: Architecture, raw: &RawConfig) -> std::result::Result<Self, String> {
+        let num_experts = match architecture {
+            Architecture::Mixtral => raw.num_local_experts,
+            _ => raw.num_experts,
+        }
+        .ok_or("the expert count (num_local_experts / num_experts) is missing")?;
+        let top_k = raw.num_experts_per_tok.unwrap_or(2);
+        if num_experts == 0 || top_k == 0 || top_k > num_experts {
+            return Err(format!(
+                "num_experts_per_tok {top_k} must be between 1 and the {num_experts} experts"
+            ));
+        }
+        let (expert_intermediate, renormalize, shared) = match architecture {
+            Architecture::Mixtral => (raw.intermediate_size, true, None),
+            _ => (
+                raw.moe_intermediate_size
+                    .ok_or("moe_intermediate_size is missing")?,
+                raw.norm_topk_prob.unwrap_or(false),
+                match architecture {
+                    Architecture::Qwen2Moe => {
+                        raw.shared_expert_intermediate_size.filter(|&s| s > 0)
+                    }
+                    _ => None,
+                },
+            ),
+        };
+        let step = raw.decoder_sparse_step.unwrap_or(1).max(1);
+        let dense = raw.mlp_only_layers.clone().unwrap_or_default();
+        let sparse_layers = (0..raw.num_hidden_layers)
+            .map(|l| !dense.contains(&l) && (l + 1) % step == 0)
+            .collect();
+        Ok(Self {
+            num_experts,
+            top_k,
+            expert_intermediate,
+            renormalize,
+            shared_expert_intermediate: shared,
+            sparse_layers,
+        })
+    }
 }
 
 /// What Gemma 2 and 3 add to the Llama family's hyper-parameters.
@@ -396,8 +497,19 @@ impl ModelConfig {
         } else {
             None
         };
+        let moe = match architecture {
+            Architecture::Mixtral | Architecture::Qwen2Moe | Architecture::Qwen3Moe => {
+                Some(MoeOptions::from_raw(architecture, &raw).map_err(|e| invalid(e.to_string()))?)
+            }
+            _ => None,
+        };
         let sliding_window = match architecture {
-            Architecture::Qwen2 | Architecture::Qwen3 if raw.use_sliding_window != Some(true) => {
+            Architecture::Qwen2
+            | Architecture::Qwen3
+            | Architecture::Qwen2Moe
+            | Architecture::Qwen3Moe
+                if raw.use_sliding_window != Some(true) =>
+            {
                 None
             }
             // Gemma's windows are per layer and exact (`gemma`): no context cap.
@@ -425,15 +537,17 @@ impl ModelConfig {
                 architecture,
                 Architecture::Qwen2 | Architecture::Gemma2 | Architecture::Gemma3
             )),
-            qkv_bias: raw
-                .attention_bias
-                .unwrap_or(architecture == Architecture::Qwen2),
+            qkv_bias: raw.attention_bias.unwrap_or(matches!(
+                architecture,
+                Architecture::Qwen2 | Architecture::Qwen2Moe
+            )),
             sliding_window,
             bos_token_id: token_ids_from_json(raw.bos_token_id.as_ref())
                 .first()
                 .copied(),
             eos_token_ids: token_ids_from_json(raw.eos_token_id.as_ref()),
             gemma,
+            moe,
         })
     }
 
@@ -450,10 +564,19 @@ impl ModelConfig {
         let (h, i, d) = (self.hidden_size, self.intermediate_size, self.head_dim);
         let qkv = h * (self.num_heads + 2 * self.num_kv_heads) * d;
         let o = self.num_heads * d * h;
-        let per_layer = qkv + o + 3 * h * i + 2 * h;
+        let attention = qkv + o + 2 * h;
+        let mlps: usize = (0..self.num_layers)
+            .map(|l| match &self.moe {
+                Some(m) if m.sparse_layers[l] => {
+                    let shared = m.shared_expert_intermediate.map_or(0, |s| 3 * h * s + h);
+                    m.num_experts * (3 * h * m.expert_intermediate + h) + shared
+                }
+                _ => 3 * h * i,
+            })
+            .sum();
         let embed = self.vocab_size * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
-        per_layer * self.num_layers + embed + head + h
+        attention * self.num_layers + mlps + embed + head + h
     }
 
     /// KV-cache bytes one token takes across all layers.
@@ -612,6 +735,55 @@ mod tests {
         let c = ModelConfig::from_json(text).unwrap();
         assert_eq!(c.original_max_position_embeddings, None);
         assert_eq!(c.max_context(), 2047);
+    }
+
+    #[test]
+    fn mixture_of_experts_configs_and_their_sizes() {
+        let mixtral = r#"{"architectures":["MixtralForCausalLM"],"hidden_size":4096,
+          "intermediate_size":14336,"num_hidden_layers":32,"num_attention_heads":32,
+          "num_key_value_heads":8,"vocab_size":32000,"rms_norm_eps":1e-5,"rope_theta":1e6,
+          "max_position_embeddings":32768,"num_local_experts":8,"num_experts_per_tok":2,
+          "sliding_window":null,"tie_word_embeddings":false}"#;
+        let c = ModelConfig::from_json(mixtral).unwrap();
+        let m = c.moe.as_ref().unwrap();
+        assert_eq!(
+            (m.num_experts, m.top_k, m.expert_intermediate),
+            (8, 2, 14336)
+        );
+        assert!(m.renormalize && m.shared_expert_intermediate.is_none());
+        assert!(m.sparse_layers.iter().all(|&s| s));
+        // Mixtral-8x7B has 46.7 B parameters.
+        let p = c.num_parameters() as f64 / 1e9;
+        assert!((p - 46.7).abs() < 0.05, "{p}");
+
+        let qwen3 = r#"{"architectures":["Qwen3MoeForCausalLM"],"hidden_size":2048,
+          "intermediate_size":6144,"num_hidden_layers":48,"num_attention_heads":32,
+          "num_key_value_heads":4,"head_dim":128,"vocab_size":151936,"rope_theta":1e6,
+          "max_position_embeddings":40960,"num_experts":128,"num_experts_per_tok":8,
+          "moe_intermediate_size":768,"norm_topk_prob":true,"decoder_sparse_step":1,
+          "mlp_only_layers":[],"use_sliding_window":false,"sliding_window":null,
+          "tie_word_embeddings":false,"attention_bias":false}"#;
+        let c = ModelConfig::from_json(qwen3).unwrap();
+        assert!(c.architecture.has_qk_norm() && !c.qkv_bias);
+        assert!(c.moe.as_ref().unwrap().renormalize);
+        // Qwen3-30B-A3B: 30.5 B.
+        let p = c.num_parameters() as f64 / 1e9;
+        assert!((p - 30.5).abs() < 0.1, "{p}");
+
+        let qwen2 = r#"{"architectures":["Qwen2MoeForCausalLM"],"hidden_size":2048,
+          "intermediate_size":5632,"num_hidden_layers":4,"num_attention_heads":16,
+          "num_key_value_heads":16,"vocab_size":151936,"num_experts":60,
+          "num_experts_per_tok":4,"moe_intermediate_size":1408,
+          "shared_expert_intermediate_size":5632,"decoder_sparse_step":2,
+          "mlp_only_layers":[3]}"#;
+        let c = ModelConfig::from_json(qwen2).unwrap();
+        let m = c.moe.as_ref().unwrap();
+        assert!(c.qkv_bias && !m.renormalize);
+        assert_eq!(m.shared_expert_intermediate, Some(5632));
+        assert_eq!(m.sparse_layers, vec![false, true, false, false]);
+
+        let too_many = mixtral.replace("\"num_experts_per_tok\":2", "\"num_experts_per_tok\":9");
+        assert!(ModelConfig::from_json(&too_many).is_err());
     }
 
     #[test]

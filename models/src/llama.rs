@@ -2,14 +2,17 @@
 //! pre-norm attention and SwiGLU MLP, each behind an RMSNorm, with the residual add fused into
 //! the next norm. The families differ only in options the config states: q/k/v bias (Qwen2),
 //! per-head q/k norm (Qwen3), rope parameters (Phi-3's LongRoPE and partial rotary), tied
-//! embeddings, and whether the checkpoint already fuses q/k/v and gate/up (Phi-3).
+//! embeddings, and whether the checkpoint already fuses q/k/v and gate/up (Phi-3). Mixtral and
+//! Qwen2/3-MoE are this layer with a sparse mixture of experts in place of the MLP (on the
+//! layers their config makes sparse).
 //!
 //! Tensor names are Hugging Face's (`model.layers.N.self_attn.q_proj.weight`, ...); the GGUF
 //! names they map to are in [`crate::gguf::arch`].
 
 use crate::Result;
 use crate::config::{Architecture, ModelConfig};
-use crate::layers::{Activation, Attention, AttentionSpec, GatedMlp, RmsNorm};
+use crate::layers::moe::{MIXTRAL_NAMES, QWEN_NAMES};
+use crate::layers::{Activation, Attention, AttentionSpec, GatedMlp, RmsNorm, SparseMoe};
 use crate::rope::RopeRows;
 use crate::weights::WeightSource;
 use candle_core::Tensor;
@@ -38,7 +41,36 @@ pub(crate) struct DecoderLayer {
     input_norm: RmsNorm,
     attn: Attention,
     post_attn_norm: RmsNorm,
-    mlp: GatedMlp,
+    mlp: FeedForward,
+}
+
+/// A layer's feed-forward block: the dense SwiGLU MLP or a sparse mixture of experts.
+enum FeedForward {
+    Dense(GatedMlp),
+    Experts(SparseMoe),
+}
+
+impl FeedForward {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(m) => m.forward(x),
+            Self::Experts(m) => m.forward(x),
+        }
+    }
+
+    fn weight_bytes(&self) -> usize {
+        match self {
+            Self::Dense(m) => m.weight_bytes(),
+            Self::Experts(m) => m.weight_bytes(),
+        }
+    }
+
+    fn quantized_types(&self, out: &mut BTreeSet<String>) {
+        match self {
+            Self::Dense(m) => m.quantized_types(out),
+            Self::Experts(m) => m.quantized_types(out),
+        }
+    }
 }
 
 /// The attention options of a Llama-family config.
@@ -51,7 +83,7 @@ pub(crate) fn attention_spec(cfg: &ModelConfig) -> AttentionSpec {
         rotary_dim: cfg.rotary_dim,
         fused_qkv: cfg.fused_checkpoint_projections,
         qkv_bias: cfg.qkv_bias,
-        qk_norm_eps: (cfg.architecture == Architecture::Qwen3).then_some(cfg.rms_norm_eps),
+        qk_norm_eps: cfg.architecture.has_qk_norm().then_some(cfg.rms_norm_eps),
         gemma_norms: false,
         scale: AttentionSpec::default_scale(cfg.head_dim),
         variant: Default::default(),
@@ -71,14 +103,29 @@ impl DecoderLayer {
                 h,
                 eps,
             )?,
-            mlp: GatedMlp::load(
-                src,
-                &format!("{p}.mlp"),
-                h,
-                cfg.intermediate_size,
-                Activation::Silu,
-                cfg.fused_checkpoint_projections,
-            )?,
+            mlp: match &cfg.moe {
+                Some(moe) if moe.sparse_layers[layer] => {
+                    let (block, names) = match cfg.architecture {
+                        Architecture::Mixtral => ("block_sparse_moe", MIXTRAL_NAMES),
+                        _ => ("mlp", QWEN_NAMES),
+                    };
+                    FeedForward::Experts(SparseMoe::load(
+                        src,
+                        &format!("{p}.{block}"),
+                        h,
+                        moe,
+                        names,
+                    )?)
+                }
+                _ => FeedForward::Dense(GatedMlp::load(
+                    src,
+                    &format!("{p}.mlp"),
+                    h,
+                    cfg.intermediate_size,
+                    Activation::Silu,
+                    cfg.fused_checkpoint_projections,
+                )?),
+            },
         })
     }
 

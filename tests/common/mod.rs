@@ -9,13 +9,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const FIXTURES: [&str; 6] = [
+pub const FIXTURES: [&str; 8] = [
     "tiny-llama",
     "tiny-llama3",
     "tiny-qwen2",
     "tiny-qwen3",
     "tiny-gemma3",
     "tiny-phi3",
+    "tiny-mixtral",
+    "tiny-qwen2-moe",
 ];
 
 pub fn fixture_dir(name: &str) -> PathBuf {

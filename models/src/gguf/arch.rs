@@ -212,6 +212,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             Architecture::Gemma3 => Some(gemma3_options(file, &key, num_layers, head_dim)?),
             _ => None,
         },
+        moe: None,
     })
 }
 
