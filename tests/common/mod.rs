@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const FIXTURES: [&str; 8] = [
+pub const FIXTURES: [&str; 9] = [
     "tiny-llama",
     "tiny-llama3",
     "tiny-qwen2",
@@ -18,6 +18,7 @@ pub const FIXTURES: [&str; 8] = [
     "tiny-phi3",
     "tiny-mixtral",
     "tiny-qwen2-moe",
+    "tiny-qwen3-moe",
 ];
 
 pub fn fixture_dir(name: &str) -> PathBuf {

@@ -62,6 +62,7 @@ pub fn run(
         s.guarded("rms_norm", dt, |s| s.check_norms(dt));
         s.guarded("rotary", dt, |s| s.check_rotary(dt));
         s.guarded("silu_mul", dt, |s| s.check_silu(dt));
+        s.guarded("fused_moe", dt, |s| s.check_moe(dt));
         s.guarded("paged_attention", dt, |s| s.check_attention(dt));
         s.guarded("poison control", dt, |s| s.attention_over_read_control(dt));
     }
@@ -531,6 +532,70 @@ impl Suite<'_> {
                 &flat(&got)?,
                 &want,
                 inter,
+            );
+        }
+        Ok(())
+    }
+
+    /// The grouped mixture-of-experts path on the device vs the per-token f32 reference, with
+    /// the same routing (drawn on the host) for both.
+    fn check_moe(&mut self, dt: DType) -> Result<()> {
+        let cases: Vec<(usize, usize, usize, usize, usize)> = self.pick(
+            &[(5, 16, 12, 4, 2)],
+            &[(1, 512, 384, 8, 2), (37, 512, 384, 8, 2)],
+            &[
+                (1, 1024, 768, 8, 2),
+                (37, 1024, 768, 8, 2),
+                (64, 512, 256, 16, 4),
+            ],
+        );
+        for (tokens, hidden, inter, experts, k) in cases {
+            let x = self.rng.normals(tokens * hidden, 1.0);
+            let gu = self
+                .rng
+                .normals(experts * 2 * inter * hidden, 1.0 / (hidden as f32).sqrt());
+            let dn = self
+                .rng
+                .normals(experts * hidden * inter, 1.0 / (inter as f32).sqrt());
+            let logits = self.rng.normals(tokens * experts, 1.0);
+            let logits = Tensor::from_slice(&logits, (tokens, experts), &Device::Cpu)?;
+            let (ids, weights) = crate::route_top_k(&logits, k, true)?;
+            let (xs, gs, ds) = (
+                [tokens, hidden],
+                [experts, 2 * inter, hidden],
+                [experts, hidden, inter],
+            );
+            let (gu_ref, dn_ref) = (rounded(&gu, &gs, dt)?, rounded(&dn, &ds, dt)?);
+            let want = flat(&crate::fused_moe_reference(
+                &rounded(&x, &xs, dt)?,
+                &ids,
+                &weights,
+                &crate::ExpertWeights {
+                    gate_up: &gu_ref,
+                    down: &dn_ref,
+                },
+            )?)?;
+            poison_pool(self.dev, 64 << 20)?;
+            let (gu_dev, dn_dev) = (
+                to_dev(&gu, &gs, dt, self.dev)?,
+                to_dev(&dn, &ds, dt, self.dev)?,
+            );
+            let got = crate::fused_moe(
+                &to_dev(&x, &xs, dt, self.dev)?,
+                &ids.to_device(self.dev)?,
+                &weights.to_device(self.dev)?,
+                &crate::ExpertWeights {
+                    gate_up: &gu_dev,
+                    down: &dn_dev,
+                },
+            )?;
+            self.compared(
+                "fused_moe",
+                dt,
+                format!("{tokens} tokens, hidden {hidden}, inter {inter}, top {k} of {experts}"),
+                &flat(&got)?,
+                &want,
+                hidden,
             );
         }
         Ok(())
