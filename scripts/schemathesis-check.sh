@@ -39,6 +39,10 @@ log=${_indus_logs[0]}
 seed=${SCHEMATHESIS_SEED:-$RANDOM}
 echo "schemathesis seed $seed (SCHEMATHESIS_SEED=$seed replays it)"
 status=0
+# From a scratch directory: schemathesis keeps a cache in ./.schemathesis.
+work=$(mktemp -d)
+trap 'rm -rf "$work"; _indus_cleanup' EXIT
+cd "$work"
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$repo/scripts" \
   "$venv/bin/schemathesis" run "http://$addr/openapi.json" \
   -H "Authorization: Bearer $key" \
