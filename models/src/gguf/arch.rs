@@ -84,6 +84,18 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             reason,
         })
     };
+    // llama.cpp writes Mixtral as `llama` with experts; their stacked `ffn_*_exps` tensors are
+    // not loaded yet, and a dense read would only fail later on a missing `ffn_gate`.
+    if file
+        .opt_usize(&key("expert_count"))
+        .map_err(gguf_err)?
+        .is_some_and(|n| n > 0)
+    {
+        return Err(invalid(format!(
+            "{}: mixture-of-experts GGUF files are not supported yet (load the safetensors checkpoint)",
+            key("expert_count")
+        )));
+    }
     let hidden_size = need("embedding_length")?;
     let num_layers = need("block_count")?;
     let intermediate_size = need("feed_forward_length")?;
