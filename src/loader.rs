@@ -53,6 +53,33 @@ pub struct ModelSummary {
     pub architecture: &'static str,
 }
 
+/// The checkpoint's quantization, checked against `--quantization` (vLLM's flag: optional,
+/// detected from config.json; given, it must name what the checkpoint holds).
+fn checked_quantization(
+    detected: Option<indus_models::QuantConfig>,
+    flag: Option<&str>,
+    config_path: &Path,
+) -> Result<Option<indus_models::QuantConfig>, LoadError> {
+    let Some(flag) = flag else {
+        return Ok(detected);
+    };
+    let wanted: indus_models::QuantMethod = flag
+        .parse()
+        .map_err(|e| LoadError::Config(format!("--quantization: {e}")))?;
+    match detected {
+        Some(q) if q.method == wanted => Ok(Some(q)),
+        Some(q) => Err(LoadError::Config(format!(
+            "--quantization {wanted} does not match the checkpoint: {} declares quant_method {}",
+            config_path.display(),
+            q.method
+        ))),
+        None => Err(LoadError::Config(format!(
+            "--quantization {wanted}: {} has no quantization_config (the checkpoint is not {wanted}-quantized)",
+            config_path.display()
+        ))),
+    }
+}
+
 pub fn parse_device(s: &str) -> Result<Device, LoadError> {
     match s {
         "cpu" => Ok(Device::Cpu),
@@ -123,6 +150,12 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
                     args.load_format
                 )));
             }
+            if let Some(q) = &args.quantization {
+                return Err(LoadError::Config(format!(
+                    "{} is a GGUF file; --quantization {q} does not apply (GGUF block types are read from the file)",
+                    path.display()
+                )));
+            }
             let file = Arc::new(GgufFile::open(path).map_err(indus_models::ModelError::from)?);
             let model = CausalLm::load_gguf(file.clone(), &opts)?;
             let tokenizer = match &args.tokenizer {
@@ -153,14 +186,26 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
                     )));
                 }
             };
-            let model = CausalLm::load_with_config(config, &files.weights, &opts)?;
+            let quant = if format == LoadFormat::Dummy {
+                None
+            } else {
+                checked_quantization(
+                    indus_models::QuantConfig::from_config_file(config_path)?,
+                    args.quantization.as_deref(),
+                    config_path,
+                )?
+            };
+            let model = CausalLm::load_with_quantization(config, quant, &files.weights, &opts)?;
             (model, tokenizer)
         }
     };
     let summary = ModelSummary {
         name: name.clone(),
         weight_bytes: model.weight_bytes(),
-        quantization: model.quantization().map(|q| format!("gguf {q}")),
+        quantization: model.quantization().map(|q| match files.gguf {
+            Some(_) => format!("gguf {q}"),
+            None => q,
+        }),
         parameters: model.config().num_parameters(),
         dtype: format!("{:?}", model.dtype()).to_lowercase(),
         architecture: model.config().architecture.hf_class(),

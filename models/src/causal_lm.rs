@@ -82,8 +82,26 @@ impl CausalLm {
         Self::build(config, &src, opts)
     }
 
+    /// Builds the model from `config` and safetensors `weights`, with the int4 quantization
+    /// (GPTQ / AWQ) that the config.json beside the shards declares, if any.
     pub fn load_with_config(
         config: ModelConfig,
+        weights: &[std::path::PathBuf],
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let quant = if opts.format == LoadFormat::Dummy {
+            None
+        } else {
+            crate::quant::QuantConfig::beside(weights)?
+        };
+        Self::load_with_quantization(config, quant, weights, opts)
+    }
+
+    /// As [`Self::load_with_config`], with the quantization given (`None`: every layer
+    /// dense; layers the checkpoint stores packed then fail to load).
+    pub fn load_with_quantization(
+        config: ModelConfig,
+        quant: Option<crate::quant::QuantConfig>,
         weights: &[std::path::PathBuf],
         opts: &LoadOptions,
     ) -> Result<Self> {
@@ -93,7 +111,7 @@ impl CausalLm {
                 reason: "needs a .gguf file (a path to one, or a directory holding one)".into(),
             });
         }
-        let src = WeightSource::new(weights, opts)?;
+        let src = WeightSource::with_quantization(weights, opts, quant)?;
         Self::build(config, &src, opts)
     }
 

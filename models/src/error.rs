@@ -15,6 +15,8 @@ pub enum ModelError {
     UnsupportedArchitecture(Vec<String>),
     #[error("invalid config {path}: {reason}")]
     InvalidConfig { path: PathBuf, reason: String },
+    #[error("unsupported quantization in {path}: {reason}")]
+    Quantization { path: PathBuf, reason: String },
     #[error("weight `{name}`: {reason}")]
     Weight { name: String, reason: String },
     #[error("hub download of `{model}` failed: {reason}")]

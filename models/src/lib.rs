@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod linear;
 pub mod llama;
+pub mod quant;
 pub mod rope;
 pub mod weights;
 
@@ -22,6 +23,7 @@ pub use error::ModelError;
 pub use files::{ModelFiles, ModelSource};
 pub use kv_cache::KvCache;
 pub use linear::{Embedding, Linear};
+pub use quant::{QuantConfig, QuantMethod};
 pub use weights::{LoadFormat, LoadOptions};
 
 pub type Result<T> = std::result::Result<T, ModelError>;

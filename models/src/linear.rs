@@ -4,6 +4,7 @@
 //! variant here.
 
 use crate::Result;
+use crate::quant::Int4Weight;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use std::collections::BTreeSet;
@@ -18,6 +19,12 @@ pub enum Linear {
     Quantized {
         weight: Arc<QTensor>,
         matmul: QMatMul,
+        bias: Option<Tensor>,
+    },
+    /// Int4 weight-only (GPTQ / AWQ, W4A16): packed weights kept in memory; the CPU path
+    /// dequantizes them and multiplies in f32.
+    Int4 {
+        weight: Arc<Int4Weight>,
         bias: Option<Tensor>,
     },
     /// Row blocks of one fused projection that could not be joined into one weight (parts of
@@ -58,6 +65,13 @@ impl Linear {
                 };
                 Ok(y.to_dtype(dtype)?)
             }
+            Self::Int4 { weight, bias } => {
+                let y = weight.forward(x)?;
+                Ok(match bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+                    None => y,
+                })
+            }
             Self::Concat(parts) => {
                 let outs = parts
                     .iter()
@@ -75,6 +89,9 @@ impl Linear {
             Self::Quantized { weight, bias, .. } => {
                 weight.storage_size_in_bytes() + bias.as_ref().map(tensor_bytes).unwrap_or(0)
             }
+            Self::Int4 { weight, bias } => {
+                weight.bytes() + bias.as_ref().map(tensor_bytes).unwrap_or(0)
+            }
             Self::Concat(parts) => parts.iter().map(Linear::weight_bytes).sum(),
         }
     }
@@ -85,6 +102,9 @@ impl Linear {
             Self::Dense(_) => {}
             Self::Quantized { weight, .. } => {
                 out.insert(type_name(weight.dtype()));
+            }
+            Self::Int4 { weight, .. } => {
+                out.insert(weight.label());
             }
             Self::Concat(parts) => parts.iter().for_each(|p| p.quantized_types(out)),
         }

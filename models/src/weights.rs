@@ -4,6 +4,7 @@
 
 use crate::gguf::weights::GgufWeights;
 use crate::linear::{Embedding, Linear};
+use crate::quant::{Int4Weight, QuantConfig, QuantMethod};
 use crate::{ModelError, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -61,7 +62,8 @@ impl Default for LoadOptions {
 
 /// Hands out named tensors of an expected shape, from a checkpoint or at random.
 pub(crate) enum WeightSource {
-    Checkpoint(VarBuilder<'static>),
+    /// Safetensors shards, and the checkpoint's int4 quantization if it has one.
+    Checkpoint(VarBuilder<'static>, Option<Int4Checkpoint>),
     Dummy {
         dtype: DType,
         device: Device,
@@ -70,8 +72,27 @@ pub(crate) enum WeightSource {
     Gguf(Box<GgufWeights>),
 }
 
+/// How the quantized layers of a GPTQ / AWQ checkpoint load.
+pub(crate) struct Int4Checkpoint {
+    config: QuantConfig,
+    /// `--dequantize`: dense weights of `dtype` computed from the packed ones.
+    dequantize: bool,
+    dtype: DType,
+    device: Device,
+}
+
 impl WeightSource {
     pub(crate) fn new(weights: &[PathBuf], opts: &LoadOptions) -> Result<Self> {
+        Self::with_quantization(weights, opts, None)
+    }
+
+    /// As [`Self::new`], reading the layers that the checkpoint stores quantized
+    /// (`{prefix}.qweight`) as `quant` says; the others stay dense.
+    pub(crate) fn with_quantization(
+        weights: &[PathBuf],
+        opts: &LoadOptions,
+        quant: Option<QuantConfig>,
+    ) -> Result<Self> {
         if opts.format == LoadFormat::Dummy {
             use rand::SeedableRng;
             return Ok(Self::Dummy {
@@ -97,7 +118,13 @@ impl WeightSource {
                     .unwrap_or_default(),
                 reason: e.to_string(),
             })?;
-        Ok(Self::Checkpoint(vb))
+        let quant = quant.map(|config| Int4Checkpoint {
+            config,
+            dequantize: opts.dequantize,
+            dtype: opts.dtype,
+            device: opts.device.clone(),
+        });
+        Ok(Self::Checkpoint(vb, quant))
     }
 
     pub(crate) fn gguf(weights: GgufWeights) -> Self {
@@ -115,6 +142,11 @@ impl WeightSource {
     ) -> Result<Linear> {
         if let Self::Gguf(g) = self {
             return g.linear(names, rows, cols, biases);
+        }
+        if let Self::Checkpoint(vb, Some(q)) = self
+            && names.iter().any(|n| vb.contains_tensor(&qweight_name(n)))
+        {
+            return self.int4_linear(vb, q, names, rows, cols, biases);
         }
         let total: usize = rows.iter().sum();
         let fused = |names: &[String], shape: &dyn Fn(usize) -> Vec<usize>| -> Result<Tensor> {
@@ -134,6 +166,96 @@ impl WeightSource {
         Ok(Linear::dense(weight, bias))
     }
 
+    /// A projection whose blocks (some or all) are int4: one packed weight when the blocks
+    /// join (same grouping), else the blocks side by side; dense with `--dequantize`.
+    fn int4_linear(
+        &self,
+        vb: &VarBuilder<'static>,
+        q: &Int4Checkpoint,
+        names: &[String],
+        rows: &[usize],
+        cols: usize,
+        biases: Option<&[String]>,
+    ) -> Result<Linear> {
+        let bias = match biases {
+            Some(b) => {
+                let parts = b
+                    .iter()
+                    .zip(rows)
+                    .map(|(n, &r)| self.get(n, &[r]))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(Tensor::cat(&parts, 0)?)
+            }
+            None => None,
+        };
+        let get = |name: &str, dtype: DType| -> Result<Option<Tensor>> {
+            if !vb.contains_tensor(name) {
+                return Ok(None);
+            }
+            vb.get_unchecked_dtype(name, dtype)
+                .map(Some)
+                .map_err(|e| ModelError::Weight {
+                    name: name.to_string(),
+                    reason: e.to_string(),
+                })
+        };
+        // Each block: packed, or dense when the checkpoint left it unquantized.
+        let mut blocks: Vec<Block> = Vec::new();
+        for (name, &r) in names.iter().zip(rows) {
+            let prefix = name.strip_suffix(".weight").unwrap_or(name);
+            if vb.contains_tensor(&qweight_name(name)) {
+                let parts = match q.config.method {
+                    QuantMethod::Gptq => {
+                        crate::quant::gptq::load(&get, prefix, r, cols, &q.config)?
+                    }
+                    QuantMethod::Awq => crate::quant::awq::load(&get, prefix, r, cols, &q.config)?,
+                };
+                blocks.push(Block::Packed(Int4Weight::new(prefix, parts, &q.device)?));
+            } else {
+                blocks.push(Block::Dense(self.get(name, &[r, cols])?));
+            }
+        }
+        if q.dequantize {
+            let dense = blocks
+                .iter()
+                .map(|b| match b {
+                    Block::Packed(w) => w.dequantize(q.dtype),
+                    Block::Dense(t) => Ok(t.clone()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Linear::dense(Tensor::cat(&dense, 0)?, bias));
+        }
+        let packed: Vec<Int4Weight> = blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Packed(w) => Some(w.clone()),
+                Block::Dense(_) => None,
+            })
+            .collect();
+        if packed.len() == blocks.len()
+            && let Some(joined) = Int4Weight::join(&packed)?
+        {
+            return Ok(Linear::Int4 {
+                weight: std::sync::Arc::new(joined),
+                bias,
+            });
+        }
+        let mut offset = 0;
+        let mut out = Vec::with_capacity(blocks.len());
+        for (b, &r) in blocks.into_iter().zip(rows) {
+            let bias = bias.as_ref().map(|t| t.narrow(0, offset, r)).transpose()?;
+            offset += r;
+            out.push(match b {
+                Block::Packed(w) => Linear::Int4 {
+                    weight: std::sync::Arc::new(w),
+                    bias,
+                },
+                Block::Dense(t) => Linear::dense(t, bias),
+            });
+        }
+        Ok(Linear::Concat(out))
+    }
+
     pub(crate) fn embedding(&self, name: &str, shape: &[usize]) -> Result<Embedding> {
         match self {
             Self::Gguf(g) => g.embedding(name, shape),
@@ -145,11 +267,19 @@ impl WeightSource {
     pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         match self {
             Self::Gguf(g) => g.get(name, shape),
-            Self::Checkpoint(vb) => {
+            Self::Checkpoint(vb, quant) => {
                 if !vb.contains_tensor(name) {
+                    let packed = vb.contains_tensor(&qweight_name(name));
                     return Err(ModelError::Weight {
                         name: name.to_string(),
-                        reason: "missing from the checkpoint".into(),
+                        reason: if packed && quant.is_none() {
+                            format!(
+                                "the checkpoint stores it quantized ({}) but config.json has no quantization_config",
+                                qweight_name(name)
+                            )
+                        } else {
+                            "missing from the checkpoint".into()
+                        },
                     });
                 }
                 vb.get(shape, name).map_err(|e| ModelError::Weight {
@@ -189,9 +319,24 @@ impl WeightSource {
     /// Whether a checkpoint has `name` (dummy weights have everything).
     pub(crate) fn contains(&self, name: &str) -> bool {
         match self {
-            Self::Checkpoint(vb) => vb.contains_tensor(name),
+            Self::Checkpoint(vb, _) => vb.contains_tensor(name),
             Self::Gguf(g) => g.contains(name),
             Self::Dummy { .. } => true,
         }
     }
+}
+
+/// One row block of a projection in an int4 checkpoint.
+enum Block {
+    Packed(Int4Weight),
+    /// Left unquantized by the checkpoint.
+    Dense(Tensor),
+}
+
+/// `{prefix}.qweight` for the weight `{prefix}.weight`.
+fn qweight_name(weight: &str) -> String {
+    format!(
+        "{}.qweight",
+        weight.strip_suffix(".weight").unwrap_or(weight)
+    )
 }
