@@ -13,7 +13,8 @@
 #   FUZZ_WORK_DIR       where the growing corpora and logs live (default fuzz/target/work; the
 #                       committed seeds in fuzz/corpus/ are read, never written)
 #   INDUS_TOOLS_DIR     cargo-fuzz install root (default $HOME/.cache/indus/tools)
-#   CARGO_TARGET_DIR    default $HOME/.cache/indus/target-fuzz
+#   INDUS_FUZZ_TARGET_DIR  the build dir (default $HOME/.cache/indus/target-fuzz; CARGO_TARGET_DIR
+#                       is ignored)
 # Crash inputs land in fuzz/artifacts/<target>/; replay one with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>
 set -euo pipefail
@@ -27,7 +28,9 @@ rss_mb=${FUZZ_RSS_MB:-2048}
 sanitizer=${FUZZ_SANITIZER:-address}
 work=${FUZZ_WORK_DIR:-$repo/fuzz/target/work}
 tools=${INDUS_TOOLS_DIR:-$HOME/.cache/indus/tools}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/indus/target-fuzz}
+# Its own target dir, whatever CARGO_TARGET_DIR says (.ci/run sets that for the plain build):
+# the instrumented build shares nothing with it.
+export CARGO_TARGET_DIR=${INDUS_FUZZ_TARGET_DIR:-$HOME/.cache/indus/target-fuzz}
 export RUSTC_BOOTSTRAP=1
 export PATH="$tools/bin:$PATH"
 
