@@ -469,17 +469,25 @@ async fn a_flood_gets_429_with_retry_after() {
         .await;
     assert_eq!(n429 as usize, limited.len());
 
-    // A streamed request refused before it starts is a plain 429 too.
-    let mut streams = Vec::new();
-    for _ in 0..6 {
-        let mut b = body.clone();
-        b["stream"] = json!(true);
-        streams.push(reqwest::Client::new().post(&url).json(&b).send());
+    // A streamed request refused before it starts is a plain 429 too. Two long streams fill
+    // the running slot and the waiting one first (each answered before the next is sent, so a
+    // loaded machine cannot let one finish before the others arrive), then four more come.
+    let mut b = body.clone();
+    b["stream"] = json!(true);
+    b["max_tokens"] = json!(240);
+    let http = reqwest::Client::new();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let r = http.post(&url).json(&b).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        held.push(r);
     }
+    let streams = (0..4).map(|_| http.post(&url).json(&b).send());
     let statuses: Vec<u16> = futures::stream::iter(streams)
-        .buffer_unordered(6)
+        .buffer_unordered(4)
         .map(|r| r.unwrap().status().as_u16())
         .collect()
         .await;
     assert!(statuses.contains(&429), "{statuses:?}");
+    drop(held);
 }
