@@ -93,6 +93,11 @@ fn qwen2_moe_concurrent_requests_match_solo_runs_under_pressure() {
     pressure("tiny-qwen2-moe");
 }
 
+#[test]
+fn qwen3_moe_concurrent_requests_match_solo_runs_under_pressure() {
+    pressure("tiny-qwen3-moe");
+}
+
 /// Roomy cache, preempting cache, chunked prefill and both at once: every request's tokens
 /// equal its solo run's.
 fn pressure(name: &str) {

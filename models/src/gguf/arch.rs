@@ -270,6 +270,42 @@ mod tests {
 
     const LLAMA: LayerNames = crate::llama::GGUF_LAYER_NAMES;
 
+    /// llama.cpp's Mixtral files say `llama` and carry `llama.expert_count`: refused by name
+    /// before any tensor is looked up.
+    #[test]
+    fn expert_files_are_refused_by_name() {
+        use crate::gguf::reader::MetaValue;
+        use crate::gguf::reader::writer::write;
+        let meta = |experts: u32| {
+            vec![
+                (
+                    "general.architecture".to_string(),
+                    MetaValue::Str("llama".into()),
+                ),
+                ("llama.expert_count".into(), MetaValue::U32(experts)),
+                ("llama.embedding_length".into(), MetaValue::U32(64)),
+            ]
+        };
+        let dir = std::env::temp_dir().join(format!("indus-gguf-moe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |experts: u32| {
+            let path = dir.join(format!("e{experts}.gguf"));
+            std::fs::write(&path, write(&meta(experts), &[])).unwrap();
+            config_from_gguf(&GgufFile::open(&path).unwrap())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = open(8);
+        assert!(
+            e.contains("llama.expert_count") && e.contains("e8.gguf"),
+            "{e}"
+        );
+        // No experts: past that check (it fails later, on the missing block count).
+        assert!(open(0).contains("llama.block_count"), "{}", open(0));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn gemma_norms_have_their_own_names() {
         let g = layer_names(Architecture::Gemma3);
