@@ -430,16 +430,7 @@ fn logits_match_transformers_golden() {
                 assert_eq!(ours, ids, "{name}: tokenization of prompt {i}");
             }
             let t = ids.len();
-            let cache = model.new_kv_cache(t.div_ceil(16), 16).unwrap();
-            let table = vec![(0..t.div_ceil(16) as u32).collect::<Vec<_>>()];
-            let logits = paged_step(
-                &model,
-                &cache,
-                std::slice::from_ref(&ids),
-                &table,
-                &[(0, 0, t)],
-                16,
-            );
+            let logits = prefill_logits(&model, &ids);
             let last = logits.get(t - 1).unwrap();
             let d = max_abs_diff(&last, &golden[&format!("last_logits_{i}")]);
             eprintln!("{name} prompt {i} ({t} tokens): last-position max |diff| {d:.2e}");
@@ -490,15 +481,17 @@ fn greedy_generation_matches_transformers() {
     }
 }
 
-/// The Gemma 3 fixture's 8-token window is shorter than its golden prompts: the same weights
-/// with every layer global must miss the golden logits, so the golden test checks the window.
-#[test]
-fn gemma3_fixture_windows_change_the_logits() {
-    let dir = fixture_dir("tiny-gemma3");
-    let mut cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let g = cfg.gemma.as_mut().unwrap();
-    assert!(g.layer_windows.iter().filter(|w| w.is_some()).count() == 5);
-    g.layer_windows.iter_mut().for_each(|w| *w = None);
+/// Every position's logits of one prompt, prefilled in one step into a fresh cache.
+fn prefill_logits(model: &CausalLm, ids: &[u32]) -> Tensor {
+    let t = ids.len();
+    let cache = model.new_kv_cache(t.div_ceil(16), 16).unwrap();
+    let table = vec![(0..t.div_ceil(16) as u32).collect::<Vec<_>>()];
+    paged_step(model, &cache, &[ids.to_vec()], &table, &[(0, 0, t)], 16)
+}
+
+/// A fixture's weights loaded under `cfg` (its own config, altered), run on golden prompt 1:
+/// the prompt's length and how far the last-position logits are from transformers'.
+fn golden_prompt_1_diff(dir: &std::path::Path, cfg: ModelConfig) -> (usize, f32) {
     let model = CausalLm::load_with_config(
         cfg,
         &[dir.join("model.safetensors")],
@@ -513,11 +506,22 @@ fn gemma3_fixture_windows_change_the_logits() {
         .to_vec1()
         .unwrap();
     let t = ids.len();
-    assert!(t > 8);
-    let cache = model.new_kv_cache(t.div_ceil(16), 16).unwrap();
-    let table = vec![(0..t.div_ceil(16) as u32).collect::<Vec<_>>()];
-    let logits = paged_step(&model, &cache, &[ids], &table, &[(0, 0, t)], 16);
+    let logits = prefill_logits(&model, &ids);
     let d = max_abs_diff(&logits.get(t - 1).unwrap(), &golden["last_logits_1"]);
+    (t, d)
+}
+
+/// The Gemma 3 fixture's 8-token window is shorter than its golden prompts: the same weights
+/// with every layer global must miss the golden logits, so the golden test checks the window.
+#[test]
+fn gemma3_fixture_windows_change_the_logits() {
+    let dir = fixture_dir("tiny-gemma3");
+    let mut cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let g = cfg.gemma.as_mut().unwrap();
+    assert!(g.layer_windows.iter().filter(|w| w.is_some()).count() == 5);
+    g.layer_windows.iter_mut().for_each(|w| *w = None);
+    let (t, d) = golden_prompt_1_diff(&dir, cfg);
+    assert!(t > 8);
     assert!(d > 0.1, "without windows the logits still match (diff {d})");
 }
 
@@ -527,33 +531,7 @@ fn gemma3_fixture_windows_change_the_logits() {
 #[test]
 fn phi3_fixture_rope_choices_change_the_logits() {
     let dir = fixture_dir("tiny-phi3");
-    let golden =
-        candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
-    let ids: Vec<u32> = golden["input_ids_1"]
-        .to_dtype(DType::U32)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let t = ids.len();
-    let last_logit_diff = |cfg: ModelConfig| {
-        let model = CausalLm::load_with_config(
-            cfg,
-            &[dir.join("model.safetensors")],
-            &indus_models::LoadOptions::default(),
-        )
-        .unwrap();
-        let cache = model.new_kv_cache(t.div_ceil(16), 16).unwrap();
-        let table = vec![(0..t.div_ceil(16) as u32).collect::<Vec<_>>()];
-        let logits = paged_step(
-            &model,
-            &cache,
-            std::slice::from_ref(&ids),
-            &table,
-            &[(0, 0, t)],
-            16,
-        );
-        max_abs_diff(&logits.get(t - 1).unwrap(), &golden["last_logits_1"])
-    };
+    let last_logit_diff = |cfg: ModelConfig| golden_prompt_1_diff(&dir, cfg).1;
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     assert_eq!((cfg.head_dim, cfg.rotary_dim), (16, 12));
     assert!(attention_factor(&cfg) > 3.0);

@@ -151,18 +151,11 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// Uniform in [-0.5, 0.5), seeded.
     fn random(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
+        let mut rng = crate::check::metrics::Rng::new(seed);
+        let v: Vec<f32> = (0..shape.iter().product())
+            .map(|_| rng.uniform() - 0.5)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }

@@ -111,6 +111,37 @@ impl Linear {
     }
 }
 
+/// The bias of a projection fused from row blocks: each block's bias (`get(name, [rows])`),
+/// joined in block order; `None` when the blocks have none.
+pub(crate) fn fused_bias(
+    names: Option<&[String]>,
+    rows: &[usize],
+    get: impl Fn(&str, &[usize]) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    let Some(names) = names else {
+        return Ok(None);
+    };
+    let parts = names
+        .iter()
+        .zip(rows)
+        .map(|(n, &r)| get(n, &[r]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Tensor::cat(&parts, 0)?))
+}
+
+/// A fused bias cut back into each row block's share, for blocks that run on their own
+/// ([`Linear::Concat`]).
+pub(crate) fn split_bias(bias: Option<&Tensor>, rows: &[usize]) -> Result<Vec<Option<Tensor>>> {
+    let mut offset = 0;
+    rows.iter()
+        .map(|&r| {
+            let part = bias.map(|b| b.narrow(0, offset, r)).transpose()?;
+            offset += r;
+            Ok(part)
+        })
+        .collect()
+}
+
 /// llama.cpp's name of a block type (`Q4_K`, not candle's `Q4K`).
 pub fn type_name(t: GgmlDType) -> String {
     let s = format!("{t:?}");

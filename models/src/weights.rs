@@ -3,7 +3,7 @@
 //! vLLM has) for benchmarks of full-size models without the weights.
 
 use crate::gguf::weights::GgufWeights;
-use crate::linear::{Embedding, Linear};
+use crate::linear::{Embedding, Linear, fused_bias, split_bias};
 use crate::quant::{Int4Weight, QuantConfig, QuantMethod};
 use crate::{ModelError, Result};
 use candle_core::{DType, Device, Tensor};
@@ -177,17 +177,7 @@ impl WeightSource {
         cols: usize,
         biases: Option<&[String]>,
     ) -> Result<Linear> {
-        let bias = match biases {
-            Some(b) => {
-                let parts = b
-                    .iter()
-                    .zip(rows)
-                    .map(|(n, &r)| self.get(n, &[r]))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(Tensor::cat(&parts, 0)?)
-            }
-            None => None,
-        };
+        let bias = fused_bias(biases, rows, |n, shape| self.get(n, shape))?;
         let get = |name: &str, dtype: DType| -> Result<Option<Tensor>> {
             if !vb.contains_tensor(name) {
                 return Ok(None);
@@ -240,11 +230,8 @@ impl WeightSource {
                 bias,
             });
         }
-        let mut offset = 0;
         let mut out = Vec::with_capacity(blocks.len());
-        for (b, &r) in blocks.into_iter().zip(rows) {
-            let bias = bias.as_ref().map(|t| t.narrow(0, offset, r)).transpose()?;
-            offset += r;
+        for (b, bias) in blocks.into_iter().zip(split_bias(bias.as_ref(), rows)?) {
             out.push(match b {
                 Block::Packed(w) => Linear::Int4 {
                     weight: std::sync::Arc::new(w),

@@ -3,7 +3,7 @@
 
 use super::arch::{LayerNames, QkLayout, gguf_name};
 use super::reader::{GgufFile, TensorInfo};
-use crate::linear::{Embedding, Linear};
+use crate::linear::{Embedding, Linear, fused_bias, split_bias};
 use crate::{ModelError, Result};
 use candle_core::quantized::{GgmlDType, QTensor, ggml_file::qtensor_from_ggml};
 use candle_core::{DType, Device, Tensor};
@@ -146,17 +146,7 @@ impl GgufWeights {
         cols: usize,
         biases: Option<&[String]>,
     ) -> Result<Linear> {
-        let bias = match biases {
-            Some(b) => {
-                let parts = b
-                    .iter()
-                    .zip(rows)
-                    .map(|(n, &r)| self.get(n, &[r]))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(Tensor::cat(&parts, 0)?)
-            }
-            None => None,
-        };
+        let bias = fused_bias(biases, rows, |n, shape| self.get(n, shape))?;
         let parts = names
             .iter()
             .zip(rows)
@@ -189,11 +179,8 @@ impl GgufWeights {
             return Linear::quantized(Arc::new(joined), bias);
         }
         // Mixed types: each block on its own, the bias split back over them.
-        let mut offset = 0;
         let mut out = Vec::with_capacity(parts.len());
-        for (p, &r) in parts.into_iter().zip(rows) {
-            let b = bias.as_ref().map(|b| b.narrow(0, offset, r)).transpose()?;
-            offset += r;
+        for (p, b) in parts.into_iter().zip(split_bias(bias.as_ref(), rows)?) {
             out.push(if Self::is_dense_type(p.dtype()) {
                 Linear::dense(p.dequantize(&self.device)?.to_dtype(self.dtype)?, b)
             } else {
