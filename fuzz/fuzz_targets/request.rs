@@ -13,7 +13,7 @@ use indus::server::error::ApiError;
 use indus::server::openai::types::{
     ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest,
 };
-use indus::server::openai::{chat, logprobs, params, structured, tools};
+use indus::server::openai::{chat, logprobs, params, structured, tokenize, tools};
 use indus::tokenizer::Tokenizer;
 use indus::tools::ToolCallFormat;
 use libfuzzer_sys::fuzz_target;
@@ -131,43 +131,17 @@ fn completion_request(m: &Model, req: CompletionRequest) -> Result<(), ApiError>
     compile(m, structured::constraint(&req.common)?)
 }
 
-/// `/tokenize`: a prompt, or messages through the chat template.
+/// `/tokenize`, and the token strings `return_token_strs` adds.
 fn tokenize_request(m: &Model, req: TokenizeRequest) -> Result<(), ApiError> {
-    let tokens = match (&req.prompt, &req.messages) {
-        (Some(p), None) => m
-            .tok
-            .encode(p, req.add_special_tokens.unwrap_or(true))
-            .map_err(|e| ApiError::bad("prompt", e.to_string()))?,
-        (None, Some(msgs)) => chat::render(
-            &m.tok,
-            msgs,
-            None,
-            req.add_generation_prompt.unwrap_or(true),
-        )?,
-        _ => return Err(ApiError::bad("prompt", "one of prompt and messages")),
-    };
-    for t in tokens {
+    for t in tokenize::tokenize_ids(&m.tok, &req)? {
         let _ = logprobs::token_text(&m.tok, t);
     }
     Ok(())
 }
 
-/// `/detokenize`: ids checked against the vocabulary, then decoded.
+/// `/detokenize`.
 fn detokenize_request(m: &Model, req: DetokenizeRequest) -> Result<(), ApiError> {
-    let vocab = m.limits.vocab_size;
-    let ids = req
-        .tokens
-        .iter()
-        .map(|&t| {
-            u32::try_from(t)
-                .ok()
-                .filter(|&t| (t as usize) < vocab)
-                .ok_or_else(|| ApiError::bad("tokens", "outside the vocabulary"))
-        })
-        .collect::<Result<Vec<u32>, _>>()?;
-    m.tok
-        .decode(&ids, true)
-        .map_err(|e| ApiError::bad("tokens", e.to_string()))?;
+    tokenize::detokenize_text(&m.tok, m.limits.vocab_size, &req.tokens)?;
     Ok(())
 }
 

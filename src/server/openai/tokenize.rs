@@ -7,6 +7,7 @@ use crate::server::auth::Caller;
 use crate::server::body::read_json;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
+use crate::tokenizer::Tokenizer;
 use axum::body::Body;
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -26,18 +27,7 @@ pub async fn tokenize(
     let l = st.ready_engine()?;
     l.resolve_model(req.model.as_deref(), &caller)?;
     let tok = l.engine.tokenizer();
-    let tokens = match (&req.prompt, &req.messages) {
-        (Some(p), None) => tok
-            .encode(p, req.add_special_tokens.unwrap_or(true))
-            .map_err(|e| ApiError::bad("prompt", e.to_string()))?,
-        (None, Some(m)) => render(tok, m, None, req.add_generation_prompt.unwrap_or(true))?,
-        _ => {
-            return Err(ApiError::bad(
-                "prompt",
-                "give exactly one of `prompt` and `messages`",
-            ));
-        }
-    };
+    let tokens = tokenize_ids(tok, &req)?;
     let token_strs = req
         .return_token_strs
         .unwrap_or(false)
@@ -64,8 +54,28 @@ pub async fn detokenize(
     let l = st.ready_engine()?;
     l.resolve_model(req.model.as_deref(), &caller)?;
     let vocab = l.engine.limits().vocab_size;
-    let ids = req
-        .tokens
+    let prompt = detokenize_text(l.engine.tokenizer(), vocab, &req.tokens)?;
+    Ok(Json(DetokenizeResponse { prompt }))
+}
+
+/// The ids `/tokenize` answers: the prompt encoded, or the messages through the chat template.
+/// Free of server state so that the request fuzz target runs this very code.
+pub fn tokenize_ids(tok: &Tokenizer, req: &TokenizeRequest) -> Result<Vec<u32>, ApiError> {
+    match (&req.prompt, &req.messages) {
+        (Some(p), None) => tok
+            .encode(p, req.add_special_tokens.unwrap_or(true))
+            .map_err(|e| ApiError::bad("prompt", e.to_string())),
+        (None, Some(m)) => render(tok, m, None, req.add_generation_prompt.unwrap_or(true)),
+        _ => Err(ApiError::bad(
+            "prompt",
+            "give exactly one of `prompt` and `messages`",
+        )),
+    }
+}
+
+/// The text `/detokenize` answers: every id checked against the vocabulary, then decoded.
+pub fn detokenize_text(tok: &Tokenizer, vocab: usize, tokens: &[i64]) -> Result<String, ApiError> {
+    let ids = tokens
         .iter()
         .map(|&t| {
             u32::try_from(t)
@@ -79,10 +89,6 @@ pub async fn detokenize(
                 })
         })
         .collect::<Result<Vec<u32>, _>>()?;
-    let prompt = l
-        .engine
-        .tokenizer()
-        .decode(&ids, false)
-        .map_err(|e| ApiError::bad("tokens", e.to_string()))?;
-    Ok(Json(DetokenizeResponse { prompt }))
+    tok.decode(&ids, false)
+        .map_err(|e| ApiError::bad("tokens", e.to_string()))
 }
