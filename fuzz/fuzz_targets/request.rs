@@ -79,12 +79,7 @@ fn chat_request(m: &Model, req: ChatRequest) -> Result<(), ApiError> {
     // A model with no known tool-call syntax, then one with Hermes' (the template we ship).
     let _ = tools::plan(&req, None, other);
     let plan = tools::plan(&req, Some(ToolCallFormat::Hermes), other)?;
-    let top = params::non_negative(req.top_logprobs, "top_logprobs")?;
-    let logprobs = match (req.logprobs.unwrap_or(false), top) {
-        (true, top) => Some(top.unwrap_or(0)),
-        (false, Some(k)) if k > 0 => return Err(ApiError::bad("top_logprobs", "needs logprobs")),
-        (false, _) => None,
-    };
+    let logprobs = chat::requested_logprobs(&req)?;
     params::positive(req.common.n, "n")?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let ids = chat::render(
@@ -93,11 +88,7 @@ fn chat_request(m: &Model, req: ChatRequest) -> Result<(), ApiError> {
         plan.tools.as_deref(),
         add_generation_prompt,
     )?;
-    let max_tokens = match params::positive(req.max_completion_tokens, "max_completion_tokens")? {
-        Some(t) => t,
-        None => params::positive(req.common.max_tokens, "max_tokens")?
-            .unwrap_or_else(|| m.limits.max_model_len.saturating_sub(ids.len()).max(1)),
-    };
+    let max_tokens = chat::requested_max_tokens(&req, ids.len(), m.limits.max_model_len)?;
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
     m.limits.check(&Request::new("fuzz", ids, sampling))?;
     let constraint = match plan.constraint {

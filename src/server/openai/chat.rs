@@ -227,17 +227,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         // The call marker is a special token: keep it in the text so calls can be found.
         req.common.skip_special_tokens.get_or_insert(false);
     }
-    let top = params::non_negative(req.top_logprobs, "top_logprobs")?;
-    let logprobs = match (req.logprobs.unwrap_or(false), top) {
-        (true, top) => Some(top.unwrap_or(0)),
-        (false, Some(k)) if k > 0 => {
-            return Err(ApiError::bad(
-                "top_logprobs",
-                "top_logprobs requires logprobs to be true",
-            ));
-        }
-        (false, _) => None,
-    };
+    let logprobs = requested_logprobs(&req)?;
     let n = params::positive(req.common.n, "n")?.unwrap_or(1);
     st.caps.check(1, n)?;
     // A full queue refuses before the conversation is rendered and tokenized.
@@ -261,18 +251,7 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         .tokenize_pool
         .run(move || render(&tok, &messages, offered.as_deref(), add_generation_prompt))
         .await?;
-    let max_tokens = match params::positive(req.max_completion_tokens, "max_completion_tokens")? {
-        Some(m) => m,
-        None => params::positive(req.common.max_tokens, "max_tokens")?.unwrap_or_else(|| {
-            // OpenAI's default: whatever the context has left.
-            loaded
-                .engine
-                .limits()
-                .max_model_len
-                .saturating_sub(ids.len())
-                .max(1)
-        }),
-    };
+    let max_tokens = requested_max_tokens(&req, ids.len(), loaded.engine.limits().max_model_len)?;
     let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
     let prompt_tokens = ids.len();
     rec.check_prompt_quota(prompt_tokens)?;
@@ -304,6 +283,33 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         tokenizer,
         tool_mode,
     })
+}
+
+/// Top-logprobs per token (`logprobs: true` with `top_logprobs: k`), or none.
+pub fn requested_logprobs(req: &ChatRequest) -> Result<Option<usize>, ApiError> {
+    let top = params::non_negative(req.top_logprobs, "top_logprobs")?;
+    match (req.logprobs.unwrap_or(false), top) {
+        (true, top) => Ok(Some(top.unwrap_or(0))),
+        (false, Some(k)) if k > 0 => Err(ApiError::bad(
+            "top_logprobs",
+            "top_logprobs requires logprobs to be true",
+        )),
+        (false, _) => Ok(None),
+    }
+}
+
+/// `max_completion_tokens`, else `max_tokens`, else OpenAI's default: whatever the context
+/// has left after the prompt.
+pub fn requested_max_tokens(
+    req: &ChatRequest,
+    prompt_len: usize,
+    max_model_len: usize,
+) -> Result<usize, ApiError> {
+    match params::positive(req.max_completion_tokens, "max_completion_tokens")? {
+        Some(m) => Ok(m),
+        None => Ok(params::positive(req.common.max_tokens, "max_tokens")?
+            .unwrap_or_else(|| max_model_len.saturating_sub(prompt_len).max(1))),
+    }
 }
 
 struct StreamFormat {
