@@ -13,7 +13,7 @@ use indus::server::error::ApiError;
 use indus::server::openai::types::{
     ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest,
 };
-use indus::server::openai::{chat, logprobs, params, structured, tokenize, tools};
+use indus::server::openai::{chat, completions, logprobs, params, structured, tokenize, tools};
 use indus::tokenizer::Tokenizer;
 use indus::tools::ToolCallFormat;
 use libfuzzer_sys::fuzz_target;
@@ -100,17 +100,7 @@ fn chat_request(m: &Model, req: ChatRequest) -> Result<(), ApiError> {
 
 /// `completions::prepare` without the server state, in its order.
 fn completion_request(m: &Model, req: CompletionRequest) -> Result<(), ApiError> {
-    params::check_common(&req.common)?;
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad("suffix", "suffix is not supported"));
-    }
-    let n = params::positive(req.common.n, "n")?.unwrap_or(1);
-    if params::positive(req.best_of, "best_of")?.is_some_and(|b| b != n) {
-        return Err(ApiError::bad("best_of", "best_of other than n"));
-    }
-    let logprobs = params::non_negative(req.logprobs, "logprobs")?;
-    let max_tokens = params::positive(req.common.max_tokens, "max_tokens")?.unwrap_or(16);
-    let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
+    let (sampling, _echo) = completions::request_params(&req)?;
     let _ = params::prompt_count(&req.prompt);
     let max_len = m.limits.max_model_len;
     let max_bytes = admission::max_prompt_bytes(max_len, m.tok.max_token_bytes());

@@ -6,7 +6,7 @@ use super::structured;
 use super::types::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage,
 };
-use crate::engine::{OutputStream, RequestOutput};
+use crate::engine::{OutputStream, RequestOutput, SamplingParams};
 use crate::server::admission;
 use crate::server::auth::Caller;
 use crate::server::error::ApiError;
@@ -126,30 +126,8 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
     let model = loaded.resolve_model(req.common.model.as_deref(), rec.caller())?;
     loaded.require_generate(&model)?;
     rec.model = Some(model.clone());
-    params::check_common(&req.common)?;
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad("suffix", "suffix is not supported"));
-    }
-    let n = params::positive(req.common.n, "n")?.unwrap_or(1);
-    if let Some(b) = params::positive(req.best_of, "best_of")?
-        && b != n
-    {
-        return Err(ApiError::bad(
-            "best_of",
-            "best_of other than n is not supported",
-        ));
-    }
-    let echo = req.echo.unwrap_or(false);
-    let logprobs = params::non_negative(req.logprobs, "logprobs")?;
-    if echo && logprobs.is_some() {
-        return Err(ApiError::bad(
-            "echo",
-            "echo together with logprobs is not supported",
-        ));
-    }
-    let max_tokens =
-        params::positive(req.common.max_tokens, "max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
-    let sampling = params::sampling_params(&req.common, max_tokens, logprobs)?;
+    let (sampling, echo) = request_params(&req)?;
+    let n = sampling.n;
     st.caps.check(params::prompt_count(&req.prompt), n)?;
     // A full queue refuses before the prompts are tokenized.
     loaded.engine.check_room(
@@ -188,11 +166,44 @@ async fn prepare(st: &AppState, rec: &mut RequestRecord, body: Body) -> Result<P
         n,
         model,
         echo,
-        logprobs: logprobs.is_some(),
+        logprobs: sampling.logprobs.is_some(),
         stream: rec.stream,
         include_usage: params::include_usage(&req.common),
         tokenizer,
     })
+}
+
+/// What needs only the request, checked in order before any model or server state is
+/// touched: the fields this endpoint refuses, then the sampling parameters (with `n`), and
+/// whether the prompt is echoed. Also the request fuzz target's entry point.
+pub fn request_params(req: &CompletionRequest) -> Result<(SamplingParams, bool), ApiError> {
+    params::check_common(&req.common)?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad("suffix", "suffix is not supported"));
+    }
+    let n = params::positive(req.common.n, "n")?.unwrap_or(1);
+    if let Some(b) = params::positive(req.best_of, "best_of")?
+        && b != n
+    {
+        return Err(ApiError::bad(
+            "best_of",
+            "best_of other than n is not supported",
+        ));
+    }
+    let echo = req.echo.unwrap_or(false);
+    let logprobs = params::non_negative(req.logprobs, "logprobs")?;
+    if echo && logprobs.is_some() {
+        return Err(ApiError::bad(
+            "echo",
+            "echo together with logprobs is not supported",
+        ));
+    }
+    let max_tokens =
+        params::positive(req.common.max_tokens, "max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
+    Ok((
+        params::sampling_params(&req.common, max_tokens, logprobs)?,
+        echo,
+    ))
 }
 
 /// The echoed prompt of every choice: the text as sent, or the decoded token ids.
