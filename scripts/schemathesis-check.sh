@@ -3,7 +3,8 @@
 # reranker fixtures, API keys on), driven by the server's own /openapi.json: no 5xx, every
 # answer as the spec says (status, content type, headers, body schema), and every error in
 # OpenAI's shape (scripts/schemathesis_hooks.py). Afterwards the server must still be up and
-# have logged no panic. Used by .ci/run.
+# have logged no panic. Streams are checked on purpose too (scripts/schemathesis_streams.py).
+# Used by .ci/run.
 #
 #   SCHEMATHESIS_EXAMPLES  test cases per operation and phase (default 200)
 #   SCHEMATHESIS_SEED      hypothesis seed (default: random, printed so a failure replays)
@@ -13,8 +14,9 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
+# Without INDUS_BIN the binary is (re)built: a stale one would test an older document.
+if [ -z "${INDUS_BIN:-}" ]; then (cd "$repo" && cargo build --locked --bin indus); fi
 bin=${INDUS_BIN:-$target/debug/indus}
-[ -x "$bin" ] || (cd "$repo" && cargo build --locked --bin indus)
 
 venv=${INDUS_CACHE:-$HOME/.cache/indus}/venv-schemathesis
 reqs=$repo/scripts/requirements-schemathesis.txt
@@ -51,6 +53,11 @@ SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$repo/scripts" \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-200}" \
   --request-timeout 60 --workers 2 --seed "$seed" --no-color --generation-database none \
   --report junit --report-dir "${TMPDIR:-/tmp}/indus-schemathesis" || status=$?
+
+model=$(curl -fsS -H "Authorization: Bearer $key" "http://$addr/v1/models" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["data"][0]["id"])')
+"$venv/bin/python" "$repo/scripts/schemathesis_streams.py" "http://$addr/openapi.json" "$key" "$model" ||
+  status=$?
 
 if ! curl -fsS "http://$addr/health" >/dev/null; then
   echo "the server stopped answering /health after the run"

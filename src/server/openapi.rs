@@ -154,11 +154,61 @@ impl Modify for RerankAliases {
     }
 }
 
+/// Under OpenAPI 3.1 the `schema` of a `text/event-stream` answer describes one event (its
+/// `data`, `event`, `id`, `retry` fields), not the JSON inside `data` — which is what
+/// schemathesis validates and what generated SSE clients read. So each stream's chunk
+/// schema moves into `data`'s `contentSchema`, beside the two other payloads a stream
+/// carries: the closing `[DONE]` and an error after the headers went out (`sse.rs`).
+fn describe_sse_events(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for op in paths.values_mut().filter_map(|item| item.get_mut("post")) {
+        let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+            continue;
+        };
+        for resp in responses.values_mut() {
+            let Some(media) = resp.pointer_mut("/content/text~1event-stream") else {
+                continue;
+            };
+            if let Some(chunk) = media.get_mut("schema").map(serde_json::Value::take) {
+                media["schema"] = sse_event_schema(chunk);
+            }
+        }
+    }
+}
+
+/// One server-sent event whose `data` is `[DONE]`, or JSON holding a `chunk` or an error.
+fn sse_event_schema(chunk: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+            "data": {
+                "type": "string",
+                "if": {"const": "[DONE]"},
+                "else": {
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "oneOf": [chunk, {"$ref": "#/components/schemas/ErrorBody"}]
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// The document, built once.
 pub fn document() -> &'static str {
     static DOC: LazyLock<String> = LazyLock::new(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
+        serde_json::to_value(ApiDoc::openapi())
+            .and_then(|mut doc| {
+                describe_sse_events(&mut doc);
+                serde_json::to_string_pretty(&doc)
+            })
             .unwrap_or_else(|e| {
                 serde_json::json!({"error": {"message": format!("cannot render the OpenAPI document: {e}")}})
                     .to_string()
@@ -291,6 +341,28 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn streamed_answers_describe_the_event_and_its_json_data() {
+        let d = doc();
+        for (path, chunk) in [
+            ("/v1/chat/completions", "ChatChunk"),
+            ("/v1/completions", "CompletionResponse"),
+        ] {
+            let event = &d["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]
+                ["schema"];
+            assert_eq!(event["required"], serde_json::json!(["data"]), "{path}");
+            let data = &event["properties"]["data"];
+            assert_eq!(data["if"]["const"], "[DONE]", "{path}");
+            let payloads = &data["else"]["contentSchema"]["oneOf"];
+            assert_eq!(
+                payloads[0]["$ref"],
+                format!("#/components/schemas/{chunk}"),
+                "{path}"
+            );
+            assert_eq!(payloads[1]["$ref"], "#/components/schemas/ErrorBody");
         }
     }
 
