@@ -28,11 +28,13 @@ pub struct ModelArgs {
     /// tokenizer.json (or a directory holding one) overriding the model's tokenizer.
     #[arg(long, env = "INDUS_TOKENIZER")]
     pub tokenizer: Option<std::path::PathBuf>,
-    /// Load quantized weights (GGUF, GPTQ, AWQ) as dense weights of --dtype.
+    /// Load quantized weights (GGUF, GPTQ, AWQ, FP8) as dense weights of --dtype.
     #[arg(long, env = "INDUS_DEQUANTIZE")]
     pub dequantize: bool,
-    /// gptq|awq: the checkpoint's int4 quantization, as vLLM's flag; detected from
-    /// config.json's `quantization_config` when omitted (given, it must match).
+    /// gptq|awq|fp8|compressed-tensors: the checkpoint's quantization, as vLLM's flag;
+    /// detected from config.json's `quantization_config` when omitted (given, it must
+    /// match). `fp8` on a dense checkpoint (or dummy weights) quantizes it at load: E4M3
+    /// weights with a scale per output row, activations per token.
     #[arg(long, env = "INDUS_QUANTIZATION")]
     pub quantization: Option<String>,
     /// Jinja chat template file overriding the model's.

@@ -54,7 +54,8 @@ pub struct ModelSummary {
 }
 
 /// The checkpoint's quantization, checked against `--quantization` (vLLM's flag: optional,
-/// detected from config.json; given, it must name what the checkpoint holds).
+/// detected from config.json; given, it must name what the checkpoint holds, except `fp8`
+/// on a dense checkpoint, which quantizes it at load as vLLM does).
 fn checked_quantization(
     detected: Option<indus_models::QuantConfig>,
     flag: Option<&str>,
@@ -67,12 +68,15 @@ fn checked_quantization(
         .parse()
         .map_err(|e| LoadError::Config(format!("--quantization: {e}")))?;
     match detected {
-        Some(q) if q.method == wanted => Ok(Some(q)),
+        Some(q) if q.method() == wanted => Ok(Some(q)),
         Some(q) => Err(LoadError::Config(format!(
             "--quantization {wanted} does not match the checkpoint: {} declares quant_method {}",
             config_path.display(),
-            q.method
+            q.method()
         ))),
+        None if wanted == indus_models::QuantMethod::Fp8 => Ok(Some(
+            indus_models::QuantConfig::Fp8(indus_models::Fp8Config::at_load()),
+        )),
         None => Err(LoadError::Config(format!(
             "--quantization {wanted}: {} has no quantization_config (the checkpoint is not {wanted}-quantized)",
             config_path.display()
@@ -186,15 +190,13 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel, LoadError> {
                     )));
                 }
             };
-            let quant = if format == LoadFormat::Dummy {
+            // Dummy weights are dense whatever the config says; only fp8 quantizes them.
+            let detected = if format == LoadFormat::Dummy {
                 None
             } else {
-                checked_quantization(
-                    indus_models::QuantConfig::from_config_file(config_path)?,
-                    args.quantization.as_deref(),
-                    config_path,
-                )?
+                indus_models::QuantConfig::from_config_file(config_path)?
             };
+            let quant = checked_quantization(detected, args.quantization.as_deref(), config_path)?;
             let model = CausalLm::load_with_quantization(config, quant, &files.weights, &opts)?;
             (model, tokenizer)
         }

@@ -135,9 +135,13 @@ fn greedy_output_matches_the_dequantized_reference() {
 #[test]
 fn config_detection_and_clear_errors() {
     let dir = fixture_dir("tiny-llama-gptq");
-    let q = QuantConfig::from_config_file(&dir.join("config.json"))
+    let q = match QuantConfig::from_config_file(&dir.join("config.json"))
         .expect("parses")
-        .expect("quantized");
+        .expect("quantized")
+    {
+        QuantConfig::Int4(q) => q,
+        other => panic!("not int4: {other:?}"),
+    };
     assert!(q.desc_act && !q.sym);
     assert_eq!(q.group_size, Some(32));
     // Packed tensors without a quantization_config: an error naming the layer, no panic.

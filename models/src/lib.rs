@@ -23,7 +23,7 @@ pub use error::ModelError;
 pub use files::{ModelFiles, ModelSource};
 pub use kv_cache::KvCache;
 pub use linear::{Embedding, Linear};
-pub use quant::{QuantConfig, QuantMethod};
+pub use quant::{Fp8Config, QuantConfig, QuantMethod};
 pub use weights::{LoadFormat, LoadOptions};
 
 pub type Result<T> = std::result::Result<T, ModelError>;

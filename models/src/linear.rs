@@ -1,10 +1,10 @@
 //! The one linear layer and the one embedding every architecture calls, whatever the weights'
 //! format: dense (f32/f16/bf16) or quantized (GGUF block types, through candle's quantized
-//! matmul). Model files never branch on a format; a new format (GPTQ, AWQ, FP8) is a new
-//! variant here.
+//! matmul), int4 (GPTQ, AWQ) or FP8. Model files never branch on a format; a new format is a
+//! new variant here.
 
 use crate::Result;
-use crate::quant::Int4Weight;
+use crate::quant::{Fp8Weight, Int4Weight};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use std::collections::BTreeSet;
@@ -25,6 +25,12 @@ pub enum Linear {
     /// dequantizes them and multiplies in f32.
     Int4 {
         weight: Arc<Int4Weight>,
+        bias: Option<Tensor>,
+    },
+    /// FP8 (E4M3) weights with f32 scales; activations quantized as the checkpoint says
+    /// (W8A8 per token or static, or W8A16). The CPU path widens slices of the weight to f32.
+    Fp8 {
+        weight: Arc<Fp8Weight>,
         bias: Option<Tensor>,
     },
     /// Row blocks of one fused projection that could not be joined into one weight (parts of
@@ -65,13 +71,8 @@ impl Linear {
                 };
                 Ok(y.to_dtype(dtype)?)
             }
-            Self::Int4 { weight, bias } => {
-                let y = weight.forward(x)?;
-                Ok(match bias {
-                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
-                    None => y,
-                })
-            }
+            Self::Int4 { weight, bias } => with_bias(weight.forward(x)?, bias.as_ref()),
+            Self::Fp8 { weight, bias } => with_bias(weight.forward(x)?, bias.as_ref()),
             Self::Concat(parts) => {
                 let outs = parts
                     .iter()
@@ -92,6 +93,9 @@ impl Linear {
             Self::Int4 { weight, bias } => {
                 weight.bytes() + bias.as_ref().map(tensor_bytes).unwrap_or(0)
             }
+            Self::Fp8 { weight, bias } => {
+                weight.bytes() + bias.as_ref().map(tensor_bytes).unwrap_or(0)
+            }
             Self::Concat(parts) => parts.iter().map(Linear::weight_bytes).sum(),
         }
     }
@@ -106,9 +110,19 @@ impl Linear {
             Self::Int4 { weight, .. } => {
                 out.insert(weight.label());
             }
+            Self::Fp8 { weight, .. } => {
+                out.insert(weight.label());
+            }
             Self::Concat(parts) => parts.iter().for_each(|p| p.quantized_types(out)),
         }
     }
+}
+
+fn with_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match bias {
+        Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+        None => y,
+    })
 }
 
 /// The bias of a projection fused from row blocks: each block's bias (`get(name, [rows])`),

@@ -9,7 +9,7 @@
 //! Repacked at load into [`super::int4`]'s layout (weights along K, zeros in natural order):
 //! the same bytes, one layout for every kernel.
 
-use super::QuantConfig;
+use super::Int4Config;
 use super::gptq::{Get, check_shape, required, words};
 use super::int4::Int4Parts;
 use super::pack::{AWQ_ORDER, NATURAL_ORDER, pack_cols, pack_rows, unpack_cols};
@@ -17,7 +17,7 @@ use crate::Result;
 use candle_core::DType;
 
 /// The layer `prefix` of `n` outputs and `k` inputs.
-pub fn load(get: Get, prefix: &str, n: usize, k: usize, cfg: &QuantConfig) -> Result<Int4Parts> {
+pub fn load(get: Get, prefix: &str, n: usize, k: usize, cfg: &Int4Config) -> Result<Int4Parts> {
     let qweight = required(get, prefix, "qweight", DType::I32)?;
     let qzeros = required(get, prefix, "qzeros", DType::I32)?;
     let scales = required(get, prefix, "scales", DType::F16)?;
@@ -45,7 +45,7 @@ mod tests {
     use super::*;
     use crate::quant::int4::Int4Weight;
     use crate::quant::int4::tests::{Reference, max_diff};
-    use crate::quant::{QuantConfig, QuantMethod};
+    use crate::quant::{Int4Config, QuantMethod};
     use candle_core::{Device, Tensor};
     use std::collections::HashMap;
 
@@ -78,7 +78,7 @@ mod tests {
             let get = |name: &str, dtype: DType| -> Result<Option<Tensor>> {
                 Ok(ck.get(name).map(|t| t.to_dtype(dtype)).transpose()?)
             };
-            let c = QuantConfig {
+            let c = Int4Config {
                 method: QuantMethod::Awq,
                 group_size,
                 desc_act: false,

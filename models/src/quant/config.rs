@@ -1,16 +1,19 @@
-//! config.json's `quantization_config`, as AutoGPTQ / optimum (GPTQ) and AutoAWQ (AWQ) write
-//! it, read into what the loader needs; anything this build cannot run is an error naming
-//! the key.
+//! config.json's `quantization_config`, as AutoGPTQ / optimum (GPTQ), AutoAWQ (AWQ),
+//! llm-compressor (compressed-tensors FP8) and vLLM / transformers (`fp8`) write it, read into
+//! what the loader needs; anything this build cannot run is an error naming the key.
 
+use super::fp8_config::Fp8Config;
 use crate::{ModelError, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// `--quantization` / `quant_method` (vLLM's names).
+/// `--quantization` / `quant_method` (vLLM's names; `compressed-tensors` is read as the FP8
+/// it holds, the only compressed-tensors scheme this build runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuantMethod {
     Gptq,
     Awq,
+    Fp8,
 }
 
 impl QuantMethod {
@@ -18,6 +21,7 @@ impl QuantMethod {
         match self {
             Self::Gptq => "gptq",
             Self::Awq => "awq",
+            Self::Fp8 => "fp8",
         }
     }
 }
@@ -34,16 +38,24 @@ impl std::str::FromStr for QuantMethod {
         match s.to_ascii_lowercase().as_str() {
             "gptq" => Ok(Self::Gptq),
             "awq" => Ok(Self::Awq),
+            "fp8" | "compressed-tensors" | "compressed_tensors" => Ok(Self::Fp8),
             other => Err(format!(
-                "unsupported quantization `{other}` (supported: gptq, awq)"
+                "unsupported quantization `{other}` (supported: gptq, awq, fp8, compressed-tensors)"
             )),
         }
     }
 }
 
-/// One checkpoint's int4 quantization.
+/// One checkpoint's quantization.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuantConfig {
+    Int4(Int4Config),
+    Fp8(Fp8Config),
+}
+
+/// One checkpoint's int4 quantization (GPTQ, AWQ).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuantConfig {
+pub struct Int4Config {
     pub method: QuantMethod,
     /// Inputs per group; `None` for one group over all inputs (`group_size: -1`).
     pub group_size: Option<usize>,
@@ -103,6 +115,36 @@ impl QuantConfig {
                 .map_err(|e| err(format!("quantization_config.quant_method: {e}")))?,
             None => return Err(err("quantization_config.quant_method is missing".into())),
         };
+        Ok(Some(match method {
+            QuantMethod::Fp8 => Self::Fp8(Fp8Config::from_quantization_config(q).map_err(err)?),
+            _ => Self::Int4(Int4Config::from_quantization_config(q, method).map_err(err)?),
+        }))
+    }
+
+    pub fn method(&self) -> QuantMethod {
+        match self {
+            Self::Int4(c) => c.method,
+            Self::Fp8(_) => QuantMethod::Fp8,
+        }
+    }
+
+    /// The name memory reports and `/v1/models` show, e.g. `gptq-int4-g128`, `fp8-w8a8-channel`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Int4(c) => c.label(),
+            Self::Fp8(c) => c.label(),
+        }
+    }
+}
+
+impl Int4Config {
+    /// From `quantization_config` (`q`) of a GPTQ or AWQ checkpoint; the error names the key.
+    pub(crate) fn from_quantization_config(
+        q: &Value,
+        method: QuantMethod,
+    ) -> std::result::Result<Self, String> {
+        let err = |reason: String| reason;
+        type Result<T> = std::result::Result<T, String>;
         let int = |keys: &[&str]| -> Option<i64> {
             keys.iter().find_map(|k| q.get(*k)).and_then(Value::as_i64)
         };
@@ -178,8 +220,9 @@ impl QuantConfig {
                 }
                 cfg.sym = false;
             }
+            QuantMethod::Fp8 => return Err(err("fp8 is not an int4 method".into())),
         }
-        Ok(Some(cfg))
+        Ok(cfg)
     }
 
     /// The name memory reports and `/v1/models` show, e.g. `gptq-int4-g128`
@@ -209,32 +252,35 @@ mod tests {
         parse(q).unwrap_err().to_string()
     }
 
+    fn int4(q: &str) -> Int4Config {
+        match parse(q).unwrap().unwrap() {
+            QuantConfig::Int4(c) => c,
+            other => panic!("not int4: {other:?}"),
+        }
+    }
+
     #[test]
     fn reads_optimum_gptq_and_autoawq_configs() {
-        let g = parse(
+        let g = int4(
             r#"{"bits": 4, "group_size": 128, "damp_percent": 0.1, "desc_act": true,
                 "static_groups": false, "sym": true, "true_sequential": true,
                 "model_name_or_path": null, "model_file_base_name": "model",
                 "quant_method": "gptq"}"#,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(g.method, QuantMethod::Gptq);
         assert_eq!(g.group_size, Some(128));
         assert!(g.desc_act && g.sym);
         assert_eq!(g.zero_offset, 1);
         assert_eq!(g.label(), "gptq-int4-g128");
-        let v2 = parse(r#"{"bits": 4, "group_size": -1, "quant_method": "gptq", "checkpoint_format": "gptq_v2"}"#)
-            .unwrap()
-            .unwrap();
+        let v2 = int4(
+            r#"{"bits": 4, "group_size": -1, "quant_method": "gptq", "checkpoint_format": "gptq_v2"}"#,
+        );
         assert_eq!((v2.group_size, v2.zero_offset), (None, 0));
         assert_eq!(v2.label(), "gptq-int4-gchannel");
-        let a = parse(
+        let a = int4(
             r#"{"bits": 4, "group_size": 128, "modules_to_not_convert": null,
                 "quant_method": "awq", "version": "gemm", "zero_point": true}"#,
-        )
-        .unwrap()
-        .unwrap();
+        );
         assert_eq!(a.method, QuantMethod::Awq);
         assert_eq!((a.group_size, a.zero_offset), (Some(128), 0));
         assert_eq!(a.label(), "awq-int4-g128");
@@ -250,9 +296,11 @@ mod tests {
     fn unsupported_settings_are_errors_naming_the_key() {
         let m = message(r#"{"bits": 8, "group_size": 128, "quant_method": "gptq"}"#);
         assert!(m.contains("quantization_config.bits = 8"), "{m}");
-        let m = message(r#"{"quant_method": "fp8"}"#);
+        let m = message(r#"{"quant_method": "bitsandbytes"}"#);
         assert!(
-            m.contains("quant_method") && m.contains("fp8") && m.contains("gptq, awq"),
+            m.contains("quant_method")
+                && m.contains("bitsandbytes")
+                && m.contains("gptq, awq, fp8"),
             "{m}"
         );
         let m =

@@ -8,7 +8,7 @@
 //!
 //! This is already the in-memory layout of [`super::int4`]: the tensors are kept as they are.
 
-use super::QuantConfig;
+use super::Int4Config;
 use super::int4::Int4Parts;
 use crate::{ModelError, Result};
 use candle_core::{DType, Tensor};
@@ -39,7 +39,7 @@ pub(crate) fn words(t: &Tensor) -> Result<Vec<i32>> {
 }
 
 /// The layer `prefix` of `n` outputs and `k` inputs.
-pub fn load(get: Get, prefix: &str, n: usize, k: usize, cfg: &QuantConfig) -> Result<Int4Parts> {
+pub fn load(get: Get, prefix: &str, n: usize, k: usize, cfg: &Int4Config) -> Result<Int4Parts> {
     let qweight = required(get, prefix, "qweight", DType::I32)?;
     let qzeros = required(get, prefix, "qzeros", DType::I32)?;
     let scales = required(get, prefix, "scales", DType::F16)?;
@@ -84,7 +84,7 @@ mod tests {
     use crate::quant::int4::Int4Weight;
     use crate::quant::int4::tests::{Reference, max_diff};
     use crate::quant::pack::{NATURAL_ORDER, pack_cols, pack_rows};
-    use crate::quant::{QuantConfig, QuantMethod};
+    use crate::quant::{Int4Config, QuantMethod};
     use candle_core::Device;
     use std::collections::HashMap;
 
@@ -113,8 +113,8 @@ mod tests {
         m
     }
 
-    fn cfg(group_size: Option<usize>, desc_act: bool, sym: bool) -> QuantConfig {
-        QuantConfig {
+    fn cfg(group_size: Option<usize>, desc_act: bool, sym: bool) -> Int4Config {
+        Int4Config {
             method: QuantMethod::Gptq,
             group_size,
             desc_act,
