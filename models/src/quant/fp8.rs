@@ -420,7 +420,9 @@ mod tests {
             .into_iter()
             .map(|v| v.abs() + 1e-3)
             .collect::<Vec<_>>();
-        let cases: Vec<(Fp8Weights, Tensor, Box<dyn Fn(usize, usize) -> f32>)> = vec![
+        /// The declared scale layout, its tensor, and the scale of weight (row, col).
+        type ScaleCase<'a> = (Fp8Weights, Tensor, Box<dyn Fn(usize, usize) -> f32 + 'a>);
+        let cases: Vec<ScaleCase> = vec![
             (
                 Fp8Weights::Tensor,
                 Tensor::new(&[0.004f32], &Device::Cpu).unwrap(),
