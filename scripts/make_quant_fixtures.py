@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the int4 weight-only fixtures of tests/fixtures from tests/fixtures/tiny-llama.
+"""Writes the quantized fixtures of tests/fixtures from tests/fixtures/tiny-llama.
 
     /work/venv-fixtures/bin/python scripts/make_quant_fixtures.py
 
@@ -9,7 +9,26 @@
                    (176 inputs, not a multiple of 32, which AutoAWQ refuses) is listed in
                    `modules_to_not_convert` and stays dense, as AutoAWQ writes such layers.
 
-The quantizer is round-to-nearest (no calibration: act-order's permutation comes from a seeded
+  tiny-llama-fp8          llm-compressor FP8_DYNAMIC (compressed-tensors, float-quantized):
+                          E4M3 weights, a bf16 scale per output row ([N, 1]), activations
+                          dynamic per token.
+  tiny-llama-fp8-static   vLLM / AutoFP8 ("quant_method": "fp8", static): one f32 weight_scale
+                          and one input_scale per layer, calibrated on the activations the
+                          dense model sees on a sample text (amax / 448).
+  tiny-llama-fp8-block    DeepSeek-V3 style ("weight_block_size": [32, 32], dynamic): f32
+                          weight_scale_inv per 32x32 block (the 176-wide MLP ends on a partial
+                          block).
+
+FP8 rounding is torch's `.to(torch.float8_e4m3fn)` after clamping to +-448, as llm-compressor
+and vLLM do. The FP8 fixtures' dequantized.safetensors also hold `check.x` / `check.y` for
+layer 0's q_proj: an input and the output of the FP8 GEMM computed here in torch (activations
+quantized as the scheme says, vLLM's arithmetic), which the Rust matmul must reproduce. Block
+scaled layers quantize activations per token and per 32 inputs (the block width), as vLLM's block
+FP8 does. w8a8_golden.safetensors is the whole model run in torch with every projection as that
+FP8 GEMM (a fused projection's static input scale is its parts' maximum, as vLLM fuses them):
+logits of the last two positions and 12 greedy tokens for three prompts.
+
+The int4 quantizer is round-to-nearest (no calibration: act-order's permutation comes from a seeded
 pseudo-Hessian diagonal), but every tensor is written in the real on-disk layout:
 
   GPTQ  qweight [K/8, N] int32, 8 nibbles packed along K (row k of W^T at bits 4*(k%8));
@@ -161,6 +180,235 @@ def gptq(w, rng):
     return quantize_gptq(w, perm, sym=False)
 
 
+FP8_MAX = 448.0
+CHECK_LAYER = "model.layers.0.self_attn.q_proj.weight"
+
+
+def e4m3(x):
+    """torch's RNE cast after clamping, as llm-compressor and vLLM quantize."""
+    return x.clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+
+
+def fp8_channel(w):
+    s = (w.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+    s = s.to(torch.bfloat16).float()  # llm-compressor keeps the scale in the model dtype
+    q = e4m3(w / s)
+    return {"weight": q, "weight_scale": s.to(torch.bfloat16)}, q.float() * s
+
+
+def fp8_tensor(w):
+    s = (w.abs().amax() / FP8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+    q = e4m3(w / s)
+    return {"weight": q, "weight_scale": s.reshape(())}, q.float() * s
+
+
+def fp8_block(w, block=32):
+    n, k = w.shape
+    bn, bk = -(-n // block), -(-k // block)
+    padded = torch.zeros(bn * block, bk * block)
+    padded[:n, :k] = w
+    tiles = padded.reshape(bn, block, bk, block)
+    s = (tiles.abs().amax(dim=(1, 3)) / FP8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+    expanded = s[:, None, :, None].expand(bn, block, bk, block).reshape(bn * block, bk * block)
+    expanded = expanded[:n, :k]
+    q = e4m3(w / expanded)
+    return {"weight": q, "weight_scale_inv": s}, q.float() * expanded
+
+
+def calibrate_input_scales():
+    """amax / 448 of every projection's input over a sample text, through the dense model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(SRC, torch_dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(SRC)
+    amax = {}
+
+    def hook(name):
+        def record(_module, inputs):
+            amax[name] = max(amax.get(name, 0.0), inputs[0].abs().max().item())
+
+        return record
+
+    for name, module in model.named_modules():
+        if any(name.endswith(p) for p in PROJ):
+            module.register_forward_pre_hook(hook(name))
+    text = "The quick brown fox jumps over the lazy dog. Karachi, Lahore and Islamabad are cities."
+    with torch.no_grad():
+        model(**tok(text, return_tensors="pt"))
+    return {f"{k}.weight": torch.tensor(v / FP8_MAX, dtype=torch.float32) for k, v in amax.items()}
+
+
+def fp8_check(deq, activations, input_scale=None, group=None):
+    """An input of layer 0's q_proj and the FP8 GEMM's output for it (vLLM's arithmetic)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, deq.shape[1], generator=g) * 2.0
+    xq = quantize_activations(x, activations, input_scale, group)
+    y = (xq.double() @ deq.double().T).float()
+    return x, y
+
+
+def write_fp8(name, config_extra, quantize, activations, input_scales=None, group=None):
+    dst = os.path.join(ROOT, name)
+    os.makedirs(dst, exist_ok=True)
+    src = load_file(os.path.join(SRC, "model.safetensors"))
+    out, reference = {}, {}
+    for key, t in sorted(src.items()):
+        if not any(f".{p}.weight" in key for p in PROJ):
+            out[key] = t.contiguous()
+            continue
+        tensors, deq = quantize(t.to(torch.float32))
+        prefix = key[: -len(".weight")]
+        for suffix, v in tensors.items():
+            out[f"{prefix}.{suffix}"] = v.contiguous()
+        if input_scales is not None:
+            out[f"{prefix}.input_scale"] = input_scales[key]
+        reference[key] = deq.contiguous()
+        if key == CHECK_LAYER:
+            x, y = fp8_check(deq, activations, input_scales and input_scales[key], group)
+            reference["check.x"], reference["check.y"] = x, y
+    save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    save_file(reference, os.path.join(dst, "dequantized.safetensors"))
+    with open(os.path.join(SRC, "config.json")) as f:
+        config = json.load(f)
+    config["quantization_config"] = config_extra
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    for extra in ["generation_config.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(SRC, extra), os.path.join(dst, extra))
+    link = os.path.join(dst, "tokenizer.json")
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.join("..", "tiny-llama", "tokenizer.json"), link)
+    print(f"wrote {dst}: {sum(1 for k in reference if not k.startswith('check.'))} quantized layers")
+    return {k: v for k, v in reference.items() if not k.startswith("check.")}
+
+
+def compressed_tensors_fp8_dynamic():
+    return {
+        "quant_method": "compressed-tensors",
+        "format": "float-quantized",
+        "quantization_status": "compressed",
+        "ignore": ["lm_head"],
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {
+                    "num_bits": 8,
+                    "type": "float",
+                    "strategy": "channel",
+                    "symmetric": True,
+                    "dynamic": False,
+                    "observer": "minmax",
+                },
+                "input_activations": {
+                    "num_bits": 8,
+                    "type": "float",
+                    "strategy": "token",
+                    "symmetric": True,
+                    "dynamic": True,
+                    "observer": None,
+                },
+                "output_activations": None,
+            }
+        },
+    }
+
+
+def quantize_activations(x, activations, input_scale=None, group=None):
+    """x rounded as the FP8 GEMM sees it, multiplied back by its scales (f32)."""
+    if activations == "static":
+        return e4m3(x * (1.0 / input_scale)).float() * input_scale
+    width = group or x.shape[-1]
+    parts = []
+    for g in torch.split(x, width, dim=-1):
+        s = (g.abs().amax(dim=-1, keepdim=True) / FP8_MAX).clamp(min=1.0 / (FP8_MAX * 512))
+        parts.append(e4m3(g * (1.0 / s)).float() * s)
+    return torch.cat(parts, dim=-1)
+
+
+# Projections that vLLM runs as one fused GEMM: a static input scale is the group's maximum.
+FUSED = [("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")]
+
+# Token ids of the whole-model goldens (ids 3.. of the Llama 2 vocabulary), lengths 1, 7, 23.
+GOLDEN_LENGTHS = [1, 7, 23]
+GOLDEN_STEPS = 12
+
+
+def w8a8_goldens(name, reference, activations, input_scales=None, group=None):
+    """The whole tiny model run in torch with every projection as an FP8 GEMM: weights the
+    dequantized E4M3 ones, inputs quantized as the scheme says. Writes w8a8_golden.safetensors:
+    per prompt its ids, the logits of its last two positions, and 12 greedy tokens."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(SRC, torch_dtype=torch.float32).eval()
+    fused_scale = {}
+    if input_scales is not None:
+        for layer in range(model.config.num_hidden_layers):
+            for group_names in FUSED:
+                keys = [
+                    k
+                    for k in input_scales
+                    if k.startswith(f"model.layers.{layer}.") and any(f".{p}." in k for p in group_names)
+                ]
+                top = max(input_scales[k] for k in keys)
+                for k in keys:
+                    fused_scale[k] = top
+    for mod_name, module in model.named_modules():
+        key = f"{mod_name}.weight"
+        if key not in reference:
+            continue
+        module.weight.data = reference[key].clone()
+        scale = fused_scale.get(key, input_scales and input_scales[key])
+
+        def forward(x, module=module, scale=scale):
+            xq = quantize_activations(x, activations, scale, group)
+            return torch.nn.functional.linear(xq, module.weight)
+
+        module.forward = forward
+    rng = np.random.default_rng(11)
+    out = {}
+    with torch.no_grad():
+        for i, n in enumerate(GOLDEN_LENGTHS):
+            ids = torch.tensor(rng.integers(3, 32000, size=n), dtype=torch.int64)
+            logits = model(ids[None]).logits[0]
+            seq, greedy, margins = ids.clone(), [], []
+            for _ in range(GOLDEN_STEPS):
+                last = model(seq[None]).logits[0, -1]
+                top2 = last.topk(2).values
+                margins.append((top2[0] - top2[1]).item())
+                nxt = last.argmax()
+                greedy.append(nxt.item())
+                seq = torch.cat([seq, nxt[None]])
+            out[f"prompt{i}.ids"] = ids
+            out[f"prompt{i}.logits"] = logits[-2:].contiguous()
+            out[f"prompt{i}.greedy"] = torch.tensor(greedy, dtype=torch.int64)
+            print(f"  {name} prompt {i}: smallest greedy margin {min(margins):.3e}")
+    save_file(out, os.path.join(ROOT, name, "w8a8_golden.safetensors"))
+
+
+def write_fp8_fixtures():
+    deq = write_fp8("tiny-llama-fp8", compressed_tensors_fp8_dynamic(), fp8_channel, "dynamic")
+    w8a8_goldens("tiny-llama-fp8", deq, "dynamic")
+    scales = calibrate_input_scales()
+    deq = write_fp8(
+        "tiny-llama-fp8-static",
+        {"quant_method": "fp8", "activation_scheme": "static", "ignored_layers": ["lm_head"]},
+        fp8_tensor,
+        "static",
+        scales,
+    )
+    w8a8_goldens("tiny-llama-fp8-static", deq, "static", scales)
+    deq = write_fp8(
+        "tiny-llama-fp8-block",
+        {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3", "weight_block_size": [32, 32]},
+        fp8_block,
+        "dynamic",
+        group=32,
+    )
+    w8a8_goldens("tiny-llama-fp8-block", deq, "dynamic", group=32)
+
+
 def main():
     write(
         "tiny-llama-gptq",
@@ -192,6 +440,7 @@ def main():
         lambda w, rng: quantize_awq(w),
         skip=("down_proj",),
     )
+    write_fp8_fixtures()
 
 
 if __name__ == "__main__":

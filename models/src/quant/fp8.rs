@@ -5,10 +5,11 @@
 //! projection join exactly) or one per `[br, bc]` block. `W[n, k] = w8[n, k] · s(n, k)`.
 //!
 //! The matmul is what an FP8 GEMM computes: activations quantized to E4M3 (per token, from
-//! the row's largest magnitude, or with the checkpoint's static scale), products of the two
-//! E4M3 operands accumulated in f32, then scaled by the activation scale. Here the operands
-//! are widened to f32 (exactly: every E4M3 value is an f32) a bounded slice of rows at a
-//! time, so the dense weight never exists whole.
+//! the row's largest magnitude; per token and block width for block-scaled weights; or with
+//! the checkpoint's static scale), products of the two E4M3 operands accumulated in f32,
+//! then scaled by the activation scale. Here the operands are widened to f32 (exactly: every
+//! E4M3 value is an f32) a bounded slice of rows at a time, so the dense weight never exists
+//! whole.
 
 use super::fp8_config::{Fp8Activations, Fp8Weights, label};
 use crate::{ModelError, Result};
@@ -197,10 +198,13 @@ impl Fp8Weight {
         let lead = x.dims()[..x.rank().saturating_sub(1)].to_vec();
         let x2 = x.to_dtype(DType::F32)?.reshape(((), self.k))?;
         let (xq, x_scale) = match self.activations {
-            Fp8Activations::DynamicPerToken => {
-                let (q, s) = quantize_per_token(&x2)?;
-                (q, Some(s))
-            }
+            Fp8Activations::DynamicPerToken => match self.block {
+                Some((_, bc)) => (quantize_per_token_group(&x2, bc)?, None),
+                None => {
+                    let (q, s) = quantize_per_token(&x2)?;
+                    (q, Some(s))
+                }
+            },
             Fp8Activations::Static => {
                 let s = self.input_scale.unwrap_or(1.0);
                 (quantize_with_scale(&x2, s)?, None)
@@ -279,6 +283,25 @@ pub fn quantize_per_token(x: &Tensor) -> Result<(Tensor, Tensor)> {
         .to_dtype(DType::F8E4M3)?
         .to_dtype(DType::F32)?;
     Ok((q, s))
+}
+
+/// Per-token-group quantization, as block-scaled checkpoints (DeepSeek-V3, vLLM's block FP8)
+/// quantize activations: a scale per token and per `group` inputs (the weight's block
+/// width), so one outlier spoils only its own group. Returns the quantized values already
+/// multiplied back by their scales (f32), which is what the block GEMM's per-(token, block)
+/// rescaling of partial sums adds up to. The last group may be narrower.
+pub fn quantize_per_token_group(x: &Tensor, group: usize) -> Result<Tensor> {
+    let k = x.dim(1)?;
+    let group = group.max(1);
+    let mut parts = Vec::with_capacity(k.div_ceil(group));
+    let mut start = 0;
+    while start < k {
+        let len = group.min(k - start);
+        let (q, s) = quantize_per_token(&x.narrow(1, start, len)?.contiguous()?)?;
+        parts.push(q.broadcast_mul(&s)?);
+        start += len;
+    }
+    Ok(Tensor::cat(&parts, 1)?)
 }
 
 /// `x · (1 / s)` rounded to E4M3 (saturating at ±448), held in f32.
@@ -470,11 +493,17 @@ mod tests {
                     .to_vec1::<f32>()
                     .unwrap();
                 let mut want = vec![0f32; m * n];
+                // Dynamic activations of a block-scaled layer get a scale per `bc` inputs.
+                let group = match declared {
+                    Fp8Weights::Block { cols, .. } => *cols,
+                    _ => k,
+                };
                 for r in 0..m {
                     let row = &xs[r * k..][..k];
-                    let amax = row.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    let sx = match acts {
+                    let sx = |c: usize| match acts {
                         Fp8Activations::DynamicPerToken => {
+                            let g = &row[c / group * group..((c / group + 1) * group).min(k)];
+                            let amax = g.iter().fold(0f32, |a, v| a.max(v.abs()));
                             (amax / E4M3_MAX).max(MIN_ACTIVATION_SCALE)
                         }
                         Fp8Activations::Static => static_scale,
@@ -485,11 +514,13 @@ mod tests {
                         for c in 0..k {
                             let xq = match acts {
                                 Fp8Activations::None => row[c],
-                                _ => round_e4m3(row[c] * (1.0 / sx)),
+                                _ => round_e4m3(row[c] * (1.0 / sx(c))),
                             };
-                            acc += f64::from(xq) * f64::from(wf[o * k + c] * s_of(o, c));
+                            acc += f64::from(xq)
+                                * f64::from(sx(c))
+                                * f64::from(wf[o * k + c] * s_of(o, c));
                         }
-                        want[r * n + o] = (acc * f64::from(sx)) as f32;
+                        want[r * n + o] = acc as f32;
                     }
                 }
                 let e = rel_l2(&got, &want);

@@ -29,7 +29,8 @@ pub enum Fp8Weights {
 /// How activations are quantized before the matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fp8Activations {
-    /// A scale per token (row), from that row's largest magnitude (W8A8).
+    /// A scale per token (row), from that row's largest magnitude (W8A8); for block-scaled
+    /// weights, per token and per block width of inputs, as vLLM's block FP8 does.
     DynamicPerToken,
     /// The checkpoint's calibrated `input_scale` per layer (W8A8).
     Static,
