@@ -70,6 +70,12 @@ fn qwen3_concurrent_requests_match_solo_runs_under_pressure() {
 
 /// Gemma 3's windows (8 tokens) are shorter than most prompts here, so sliding layers see
 /// a cut context through preemption, chunked prefill and scattered blocks.
+/// Gemma 2's soft-capped scores and alternating windows under the same pressure.
+#[test]
+fn gemma2_concurrent_requests_match_solo_runs_under_pressure() {
+    pressure("tiny-gemma2");
+}
+
 #[test]
 fn gemma3_concurrent_requests_match_solo_runs_under_pressure() {
     pressure("tiny-gemma3");

@@ -18,7 +18,7 @@ pub mod rope;
 pub mod weights;
 
 pub use causal_lm::{CausalLm, StepInput};
-pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use config::{Architecture, GemmaOptions, ModelConfig, RopeScaling};
 pub use error::ModelError;
 pub use files::{ModelFiles, ModelSource};
 pub use kv_cache::KvCache;

@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const FIXTURES: [&str; 9] = [
+pub const FIXTURES: [&str; 10] = [
     "tiny-llama",
     "tiny-llama3",
     "tiny-qwen2",
     "tiny-qwen3",
+    "tiny-gemma2",
     "tiny-gemma3",
     "tiny-phi3",
     "tiny-mixtral",
