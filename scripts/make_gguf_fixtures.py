@@ -14,7 +14,8 @@ tests/fixtures/*/golden.safetensors (see scripts/make_fixtures.py).
 
 Options: --llama-cpp DIR (default $HOME/.cache/indus/llama.cpp-0.3.36),
          --smollm2-gguf FILE (default $INDUS_TEST_SMOLLM2_GGUF or the fetch script's cache path),
-         --out DIR (default tests/fixtures/gguf), --only NAME.
+         --out DIR (default tests/fixtures/gguf), --only NAME,
+         --llama-cpp-check (llama-server's greedy tokens and tokenization on the committed files).
 """
 
 from __future__ import annotations
@@ -48,7 +49,38 @@ FIXTURES = {
     "tiny-llama3": ("tiny-llama3", [("f16", "convert"), ("q8_0", "convert"), ("Q4_K_M", "quantize:f16")]),
     "tiny-qwen2": ("tiny-qwen2", [("q8_0", "convert")]),
     "tiny-smollm2-tok": ("build:smollm2", [("q8_0", "convert")]),
+    # Mixture-of-experts files (experts stacked per projection) and Gemma 2 (both soft-caps,
+    # alternating sliding windows); Q8_0 keeps them small.
+    "tiny-mixtral": ("tiny-mixtral", [("q8_0", "convert")]),
+    "tiny-qwen2-moe": ("tiny-qwen2-moe", [("q8_0", "convert")]),
+    "tiny-qwen3-moe": ("tiny-qwen3-moe", [("q8_0", "convert")]),
+    "tiny-gemma2": ("tiny-gemma2", [("q8_0", "convert")]),
 }
+
+# Source changes that make the checkpoint one llama.cpp can describe. "config": keys a GGUF file
+# cannot carry, set in the source copy to what llama.cpp assumes, so the golden (transformers on
+# the dequantized weights, config from that copy) is the model the file describes: GGUF Gemma 2
+# has no query_pre_attn_scalar and llama.cpp scales by head_dim^-1/2. "rebuild": the model is
+# built anew (make_fixtures' spec and seed) with these config changes: llama.cpp's Qwen2-MoE has
+# a router in every layer, so the converter refuses the fixture's dense mlp_only_layers.
+SOURCE_CHANGES = {
+    "tiny-gemma2": ("config", {"query_pre_attn_scalar": 32}),
+    "tiny-qwen2-moe": ("rebuild", {"mlp_only_layers": []}),
+}
+
+# The converter's Qwen MoE classes only take the byte-level BPE (gpt2) vocabulary path; the
+# fixtures carry Llama 2's SentencePiece vocabulary, so for them it runs with the SentencePiece
+# path Qwen2's dense class tries first (the same vocabulary layout as tiny-qwen2.q8_0.gguf).
+SPM_VOCAB_PATCH = {"tiny-qwen2-moe", "tiny-qwen3-moe"}
+CONVERT_WITH_SPM_VOCAB = """
+import runpy, sys
+convert = sys.argv[1]
+sys.argv = sys.argv[1:]
+sys.path.insert(0, convert.rsplit("/", 1)[0])
+import conversion.qwen as qwen
+qwen.Qwen2MoeModel.set_vocab = lambda self: self._set_vocab_sentencepiece()
+runpy.run_path(convert, run_name="__main__")
+"""
 
 # Llama 2 SentencePiece model (the tokenizer.json in the fixtures is its HF conversion)
 LLAMA2_SPM_SHA256 = "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347"
@@ -143,6 +175,80 @@ def build_smollm2_tok_model(dst: Path, smol_gguf: Path) -> None:
     (dst / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}) + "\n")
 
 
+# llama.cpp's per-layer names -> transformers' (module path under model.layers.N), per family.
+_ATTN_NAMES = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+               "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+               "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+               "ffn_norm": "post_attention_layernorm"}
+_MOE_NAMES = {
+    "llama": ("block_sparse_moe", {"ffn_gate_exps": "w1", "ffn_up_exps": "w3", "ffn_down_exps": "w2"}),
+    "qwen2moe": ("mlp", {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"}),
+}
+_MOE_NAMES["qwen3moe"] = _MOE_NAMES["qwen2moe"]
+_SHARED_NAMES = {"ffn_gate_shexp": "mlp.shared_expert.gate_proj", "ffn_up_shexp": "mlp.shared_expert.up_proj",
+                 "ffn_down_shexp": "mlp.shared_expert.down_proj", "ffn_gate_inp_shexp": "mlp.shared_expert_gate"}
+
+
+def moe_from_gguf(path: Path, config, arch: str) -> torch.nn.Module:
+    """The transformers MoE model (Mixtral: arch `llama` with experts; Qwen2-MoE; Qwen3-MoE)
+    with every weight dequantized from the GGUF by gguf-py, each stacked `ffn_*_exps` tensor
+    split per expert, llama.cpp's Q/K permutation undone (llama arch only) with transformers' own
+    reverse permutation, and a strict load. transformers 4.57.6's GGUF loader has no Mixtral, and
+    for qwen2moe/qwen3moe it splits experts by a `num_experts` its GGUF config lacks (default 60:
+    IndexError) and reshapes the shared-expert gate to a rank the model refuses."""
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    permute = LlamaTensorProcessor(config=config.to_dict())
+    block, experts = _MOE_NAMES[arch]
+    names = dict(_ATTN_NAMES, ffn_gate_inp=f"{block}.gate", **_SHARED_NAMES)
+    top = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+           "output.weight": "lm_head.weight"}
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    want = model.state_dict()
+    state = {}
+
+    def put(hf: str, w) -> None:
+        t = torch.from_numpy(w.copy())
+        assert t.numel() == want[hf].numel(), (hf, tuple(t.shape), tuple(want[hf].shape))
+        state[hf] = t.reshape(want[hf].shape)  # unit axes: [64] vs [1, 64]
+
+    for t in gguf.GGUFReader(str(path)).tensors:
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype("float32")
+        if t.name in top:
+            put(top[t.name], w)
+            continue
+        _, bid, kind, suffix = t.name.split(".")
+        pre = f"model.layers.{bid}"
+        if kind in experts:
+            for e in range(w.shape[0]):
+                put(f"{pre}.{block}.experts.{e}.{experts[kind]}.{suffix}", w[e])
+            continue
+        if arch == "llama" and kind in ("attn_q", "attn_k") and suffix == "weight":
+            w = permute.process(w, f"blk.{kind}.weight").weights
+        put(f"{pre}.{names[kind]}.{suffix}", w)
+    if config.tie_word_embeddings:
+        state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
+    model.load_state_dict(state, strict=True)
+    return model
+
+class NoDummyPrefixSpm:
+    """A SentencePiece model with `normalizer_spec.add_dummy_prefix = false`, called like a
+    transformers tokenizer by `encode` below."""
+
+    def __init__(self, model_file: Path):
+        import sentencepiece as spm
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        proto = pb.ModelProto()
+        proto.ParseFromString(model_file.read_bytes())
+        proto.normalizer_spec.add_dummy_prefix = False
+        self.sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        assert not add_special_tokens
+        return {"input_ids": self.sp.encode(text)}
+
+
 def encode(tok, text: str, add_bos: bool, bos_id: int | None) -> list[int]:
     ids = tok(text, add_special_tokens=False)["input_ids"]
     return ([bos_id] + ids) if add_bos else ids
@@ -162,9 +268,17 @@ def golden_for(path: Path, config_dir: Path) -> tuple[dict, dict]:
     # rope_scaling=None although the file has rope_freqs), so the weights come from the GGUF
     # (dequantized to f32 by transformers) and the config from the HF source directory.
     config = AutoConfig.from_pretrained(config_dir)
-    model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, config=config, dtype=torch.float32, attn_implementation="eager"
-    )
+    arch = meta["general.architecture"]
+    if meta.get(f"{arch}.expert_count"):
+        model = moe_from_gguf(path, config, arch)
+    else:
+        model, loading = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, config=config, dtype=torch.float32, attn_implementation="eager",
+            output_loading_info=True,
+        )
+        # A tensor transformers does not map would stay randomly initialised: refuse.
+        missing = [k for k in loading["missing_keys"] if k != "lm_head.weight" or not config.tie_word_embeddings]
+        assert not missing, (path, missing)
     model.eval()
     golden = {}
     info = {"add_bos": add_bos, "prompts": [], "gguf_tokenizer_differs": []}
@@ -174,6 +288,11 @@ def golden_for(path: Path, config_dir: Path) -> tuple[dict, dict]:
     src_tok = None
     if (config_dir / "tokenizer.json").exists() and meta.get("tokenizer.ggml.model") == "llama":
         src_tok = AutoTokenizer.from_pretrained(config_dir, legacy=True)
+        # Gemma's converter writes add_space_prefix = false (no "▁" before the first word, as
+        # llama.cpp then tokenizes): SentencePiece itself, its model's add_dummy_prefix cleared.
+        # (transformers' GGUF Gemma tokenizer is no reference: it splits "▁quick" as "▁qu ick".)
+        if not meta.get("tokenizer.ggml.add_space_prefix", True):
+            src_tok = NoDummyPrefixSpm(config_dir / "tokenizer.model")
     for i, text in enumerate(mf.GOLDEN_PROMPTS):
         ids = encode(tok, text, add_bos, bos_id)
         if src_tok is not None:
@@ -199,6 +318,41 @@ def sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+def llama_cpp_check(args) -> int:
+    """llama.cpp on each committed file: greedy tokens from the golden's prompt ids (how many
+    leading tokens agree with the golden's) and whether its tokenizer gives the golden's ids.
+    llama.cpp quantizes activations for quantized matmuls, so at a near-tie it may part from
+    the dequantized golden; exact agreement is expected on the tokenization."""
+    from make_smollm2_goldens import LlamaServer, leading_agree
+
+    summary_path = args.out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    names = [args.only] if args.only else list(FIXTURES)
+    files = [f"{n}.{t}.gguf" for n in names for t, _ in FIXTURES[n][1]]
+    for port, fname in enumerate(files, start=18420):
+        g = load_file(str(args.out / fname.replace(".gguf", ".golden.safetensors")))
+        server = LlamaServer(args.llama_cpp / "bin" / "llama-server", args.out / fname, port)
+        try:
+            agree, tok_equal = [], []
+            for i, text in enumerate(mf.GOLDEN_PROMPTS):
+                ids = g[f"input_ids_{i}"].tolist()
+                want = g[f"greedy_{i}"].tolist()
+                r = server.post("/completion", dict(
+                    prompt=ids, n_predict=len(want), temperature=0.0, top_k=1, samplers=["top_k"],
+                    ignore_eos=True, cache_prompt=False, return_tokens=True, seed=0))
+                agree.append(leading_agree(want, [int(t) for t in r["tokens"]]))
+                t = server.post("/tokenize", dict(content=text, add_special=True, parse_special=False))
+                tok_equal.append([int(x) for x in t["tokens"]] == ids)
+        finally:
+            server.close()
+        summary.setdefault(fname, {})["llamacpp_greedy_leading_agree"] = agree
+        summary[fname]["llamacpp_tokenize_equal"] = tok_equal
+        print(f"{fname}: greedy leading agreement {agree} of {len(g['greedy_0'])}, tokenization equal {tok_equal}",
+              flush=True)
+    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--llama-cpp", type=Path, default=DEFAULT_LLAMA)
@@ -209,13 +363,26 @@ def main() -> int:
                     help="Llama 2 tokenizer.model (default ../shared/models/llama2-tokenizer/tokenizer.model)")
     ap.add_argument("--out", type=Path, default=FIX / "gguf")
     ap.add_argument("--only", choices=sorted(FIXTURES), default=None)
+    ap.add_argument("--outtype", default=None,
+                    help="convert to this type instead of each fixture's own (e.g. f16 into a scratch --out: "
+                         "exact weights, for --llama-cpp-check without quantization in the way)")
+    ap.add_argument("--llama-cpp-check", action="store_true",
+                    help="write nothing but summary.json's llamacpp_* entries: llama-server's greedy tokens "
+                         "and tokenization of each committed file's golden prompts")
     args = ap.parse_args()
+    if args.outtype:
+        for n, (src, outs) in list(FIXTURES.items()):
+            FIXTURES[n] = (src, [(args.outtype, "convert")])
+    if args.llama_cpp_check:
+        return llama_cpp_check(args)
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     convert = args.llama_cpp / "src" / "convert_hf_to_gguf.py"
     quantize = args.llama_cpp / "bin" / "llama-quantize"
-    for p in (convert, quantize):
+    names = [args.only] if args.only else list(FIXTURES)
+    needs_quantize = any(how != "convert" for n in names for _, how in FIXTURES[n][1])
+    for p in (convert, quantize) if needs_quantize else (convert,):
         if not p.exists():
             raise SystemExit(f"{p} missing: run scripts/build-llama-cpp.sh first")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -223,7 +390,6 @@ def main() -> int:
     # gguf 0.19.0, but the converter needs newer names such as gguf.LazyChunkedTensor).
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
     summary = {}
-    names = [args.only] if args.only else list(FIXTURES)
     for name in names:
         source, outs = FIXTURES[name]
         print(f"=== {name}", flush=True)
@@ -245,13 +411,26 @@ def main() -> int:
                 if sha256(spm) != LLAMA2_SPM_SHA256:
                     raise SystemExit(f"{spm}: unexpected sha256 {sha256(spm)}")
                 shutil.copyfile(spm, src / "tokenizer.model")
+                kind, changes = SOURCE_CHANGES.get(name, (None, {}))
+                if kind == "config":
+                    cfg = json.loads((src / "config.json").read_text())
+                    cfg.update(changes)
+                    (src / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+                elif kind == "rebuild":
+                    spec = dict(mf.FIXTURES[source])
+                    spec["config"] = dict(spec["config"], **changes)
+                    (src / "model.safetensors").unlink()
+                    mf.build_model(spec).save_pretrained(src, safe_serialization=True)
+                    mf.fix_config_json(src / "config.json")
             made = {}
             for outtype, how in outs:
                 fname = f"{name}.{outtype}.gguf"
                 dst = args.out / fname
                 if how == "convert":
-                    run([sys.executable, str(convert), str(src), "--outtype", outtype, "--outfile", str(dst)],
-                        env=env)
+                    prefix = [sys.executable, str(convert)]
+                    if name in SPM_VOCAB_PATCH:
+                        prefix = [sys.executable, "-c", CONVERT_WITH_SPM_VOCAB, str(convert)]
+                    run([*prefix, str(src), "--outtype", outtype, "--outfile", str(dst)], env=env)
                 else:
                     base = made[how.split(":", 1)[1]]
                     run([str(quantize), str(base), str(dst), outtype])
@@ -272,7 +451,7 @@ def main() -> int:
                     min_greedy_gap=[p["min_greedy_gap"] for p in info["prompts"]],
                 )
                 ref = FIX / source / "golden.safetensors"
-                if ref.exists():
+                if ref.exists() and SOURCE_CHANGES.get(name, (None,))[0] != "rebuild":
                     r = load_file(str(ref))
                     diffs = []
                     for i in range(len(mf.GOLDEN_PROMPTS)):

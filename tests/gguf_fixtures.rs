@@ -1,7 +1,8 @@
 //! The committed GGUF fixtures (tests/fixtures/gguf, written by llama.cpp's converter and
 //! `llama-quantize`) against transformers' goldens of the same files: config from metadata,
 //! Q/K un-permutation, rope_freqs, the fused-projection join of mixed types, both tokenizer
-//! kinds, and weights kept quantized.
+//! kinds, weights kept quantized, and the mixture-of-experts (Mixtral, Qwen2-MoE with its
+//! shared expert, Qwen3-MoE) and Gemma 2 files.
 
 mod common;
 
@@ -14,12 +15,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 9] = [
     "tiny-llama3.f16",
     "tiny-llama3.q8_0",
     "tiny-llama3.Q4_K_M",
     "tiny-qwen2.q8_0",
     "tiny-smollm2-tok.q8_0",
+    "tiny-mixtral.q8_0",
+    "tiny-qwen2-moe.q8_0",
+    "tiny-qwen3-moe.q8_0",
+    "tiny-gemma2.q8_0",
 ];
 
 fn path(name: &str) -> PathBuf {
@@ -106,6 +111,10 @@ fn quantized_weights_stay_quantized_and_track_the_golden() {
         "tiny-llama3.Q4_K_M",
         "tiny-qwen2.q8_0",
         "tiny-smollm2-tok.q8_0",
+        "tiny-mixtral.q8_0",
+        "tiny-qwen2-moe.q8_0",
+        "tiny-qwen3-moe.q8_0",
+        "tiny-gemma2.q8_0",
     ] {
         let g = golden(name);
         let (quant, _) = load(name, false);
@@ -131,6 +140,59 @@ fn quantized_weights_stay_quantized_and_track_the_golden() {
             assert!(rel < 0.1, "{name} prompt {i}: {rel}");
         }
     }
+}
+
+/// What the metadata and tensors say of experts, soft-caps and windows is what the checkpoint
+/// the file was converted from says (Gemma 2's `query_pre_attn_scalar` excepted: GGUF has no
+/// key for it, llama.cpp takes `head_dim`, and the fixture's source set it to 24).
+#[test]
+fn moe_and_gemma2_options_from_metadata_equal_the_checkpoints() {
+    for (file, dir) in [
+        ("tiny-mixtral.q8_0", "tiny-mixtral"),
+        ("tiny-qwen2-moe.q8_0", "tiny-qwen2-moe"),
+        ("tiny-qwen3-moe.q8_0", "tiny-qwen3-moe"),
+        ("tiny-gemma2.q8_0", "tiny-gemma2"),
+    ] {
+        let gguf = indus_models::gguf::config_from_gguf(&GgufFile::open(&path(file)).unwrap())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let hf =
+            indus_models::ModelConfig::from_file(&common::fixture_dir(dir).join("config.json"))
+                .unwrap();
+        assert_eq!(gguf.architecture, hf.architecture, "{file}");
+        // llama.cpp's Qwen2-MoE routes in every layer: the file was converted from the
+        // fixture rebuilt without its dense `mlp_only_layers` (see tests/fixtures/gguf).
+        let mut want_moe = hf.moe.clone();
+        if dir == "tiny-qwen2-moe"
+            && let Some(m) = want_moe.as_mut()
+        {
+            m.sparse_layers = vec![true; hf.num_layers];
+        }
+        assert_eq!(gguf.moe, want_moe, "{file}");
+        match (gguf.gemma, hf.gemma) {
+            (Some(g), Some(h)) => {
+                assert_eq!(g.query_pre_attn_scalar, gguf.head_dim as f64, "{file}");
+                assert_eq!(
+                    indus_models::GemmaOptions {
+                        query_pre_attn_scalar: h.query_pre_attn_scalar,
+                        ..g
+                    },
+                    h,
+                    "{file}"
+                );
+            }
+            (None, None) => {}
+            other => panic!("{file}: {other:?}"),
+        }
+    }
+    // Qwen2-MoE: a shared expert (size from the tensors' metadata), no renormalization.
+    let q2 = indus_models::gguf::config_from_gguf(
+        &GgufFile::open(&path("tiny-qwen2-moe.q8_0")).unwrap(),
+    )
+    .unwrap()
+    .moe
+    .unwrap();
+    assert_eq!(q2.shared_expert_intermediate, Some(96));
+    assert!(!q2.renormalize);
 }
 
 #[test]

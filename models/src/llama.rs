@@ -35,6 +35,27 @@ pub(crate) const GGUF_LAYER_NAMES: crate::gguf::arch::LayerNames = &[
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
+    // Mixtral's and Qwen-MoE's routers, their experts stacked in one tensor per projection
+    // ([experts, rows, cols]; read through `WeightSource::stacked_experts`), and Qwen2-MoE's
+    // shared expert with its gate.
+    ("block_sparse_moe.gate.weight", "ffn_gate_inp.weight"),
+    ("block_sparse_moe.experts.w1.weight", "ffn_gate_exps.weight"),
+    ("block_sparse_moe.experts.w3.weight", "ffn_up_exps.weight"),
+    ("block_sparse_moe.experts.w2.weight", "ffn_down_exps.weight"),
+    ("mlp.gate.weight", "ffn_gate_inp.weight"),
+    ("mlp.experts.gate_proj.weight", "ffn_gate_exps.weight"),
+    ("mlp.experts.up_proj.weight", "ffn_up_exps.weight"),
+    ("mlp.experts.down_proj.weight", "ffn_down_exps.weight"),
+    (
+        "mlp.shared_expert.gate_proj.weight",
+        "ffn_gate_shexp.weight",
+    ),
+    ("mlp.shared_expert.up_proj.weight", "ffn_up_shexp.weight"),
+    (
+        "mlp.shared_expert.down_proj.weight",
+        "ffn_down_shexp.weight",
+    ),
+    ("mlp.shared_expert_gate.weight", "ffn_gate_inp_shexp.weight"),
 ];
 
 pub(crate) struct DecoderLayer {

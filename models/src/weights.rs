@@ -325,6 +325,33 @@ impl WeightSource {
         }
     }
 
+    /// One projection of every expert of a mixture-of-experts block, stacked:
+    /// `[experts, rows, cols]`. Checkpoints store `{prefix}.experts.{e}.{name}.weight` per
+    /// expert; GGUF files one stacked tensor (dequantized here: experts run dense).
+    pub(crate) fn stacked_experts(
+        &self,
+        prefix: &str,
+        name: &str,
+        experts: usize,
+        [rows, cols]: [usize; 2],
+    ) -> Result<Tensor> {
+        if let Self::Gguf(g) = self {
+            return g.get(
+                &format!("{prefix}.experts.{name}.weight"),
+                &[experts, rows, cols],
+            );
+        }
+        let each = (0..experts)
+            .map(|e| {
+                self.get(
+                    &format!("{prefix}.experts.{e}.{name}.weight"),
+                    &[rows, cols],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&each, 0)?)
+    }
+
     /// The tensor `name`, which must have exactly `shape`.
     pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         match self {

@@ -3,7 +3,7 @@
 //! architecture's per-layer table beside its layer ([`crate::llama`], [`crate::gemma`]).
 
 use super::reader::{GgufError, GgufFile};
-use crate::config::{Architecture, GemmaOptions, ModelConfig, RopeScaling};
+use crate::config::{Architecture, GemmaOptions, ModelConfig, MoeOptions, RopeScaling};
 use crate::{ModelError, Result};
 
 /// Whole-model names.
@@ -58,15 +58,31 @@ pub fn architecture(file: &GgufFile) -> Result<(Architecture, QkLayout, String)>
         "mistral" => (Architecture::Mistral, QkLayout::Interleaved),
         "qwen2" => (Architecture::Qwen2, QkLayout::AsIs),
         "qwen3" => (Architecture::Qwen3, QkLayout::AsIs),
+        "qwen2moe" => (Architecture::Qwen2Moe, QkLayout::AsIs),
+        "qwen3moe" => (Architecture::Qwen3Moe, QkLayout::AsIs),
+        "gemma2" => (Architecture::Gemma2, QkLayout::AsIs),
         "gemma3" => (Architecture::Gemma3, QkLayout::AsIs),
         other => {
             return Err(ModelError::UnsupportedArchitecture(vec![format!(
-                "{} (general.architecture = {other}; GGUF supports llama, mistral, qwen2, qwen3, gemma3)",
+                "{} (general.architecture = {other}; GGUF supports llama (Mixtral included), \
+                 mistral, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3)",
                 file.path().display()
             )]));
         }
     };
+    // llama.cpp writes Mixtral as `llama` with experts.
+    let a = match a {
+        Architecture::Llama if expert_count(file, &arch)? > 0 => Architecture::Mixtral,
+        a => a,
+    };
     Ok((a, layout, arch))
+}
+
+fn expert_count(file: &GgufFile, arch: &str) -> Result<usize> {
+    Ok(file
+        .opt_usize(&format!("{arch}.expert_count"))
+        .map_err(gguf_err)?
+        .unwrap_or(0))
 }
 
 pub(crate) fn gguf_err(e: GgufError) -> ModelError {
@@ -84,18 +100,6 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             reason,
         })
     };
-    // llama.cpp writes Mixtral as `llama` with experts; their stacked `ffn_*_exps` tensors are
-    // not loaded yet, and a dense read would only fail later on a missing `ffn_gate`.
-    if file
-        .opt_usize(&key("expert_count"))
-        .map_err(gguf_err)?
-        .is_some_and(|n| n > 0)
-    {
-        return Err(invalid(format!(
-            "{}: mixture-of-experts GGUF files are not supported yet (load the safetensors checkpoint)",
-            key("expert_count")
-        )));
-    }
     let hidden_size = need("embedding_length")?;
     let num_layers = need("block_count")?;
     let intermediate_size = need("feed_forward_length")?;
@@ -221,17 +225,139 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         bos_token_id: id("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
         gemma: match architecture {
+            Architecture::Gemma2 => Some(gemma2_options(
+                file,
+                &key,
+                num_layers,
+                head_dim,
+                hidden_size / num_heads,
+            )?),
             Architecture::Gemma3 => Some(gemma3_options(file, &key, num_layers, head_dim)?),
             _ => None,
         },
-        moe: None,
+        moe: moe_options(file, &arch, architecture, num_layers, intermediate_size)?,
     })
 }
 
-/// Gemma 3's options as llama.cpp reads them: `attention.sliding_window`, the fixed pattern
-/// of 5 sliding layers to 1 global, local rope base 10000, scores scaled by
-/// `head_dim^-1/2` (what `query_pre_attn_scalar` is for every size but 27B, whose files
-/// carry no such key either), no soft-caps.
+/// The experts of a `llama` (Mixtral), `qwen2moe` or `qwen3moe` file. Which layers are sparse
+/// comes from the tensors (a layer with a router, `ffn_gate_inp`), so Qwen's dense
+/// `mlp_only_layers` load too. The top-k weights are renormalized as llama.cpp does per
+/// family (Mixtral and Qwen3-MoE yes, Qwen2-MoE no) unless `expert_weights_norm` says.
+fn moe_options(
+    file: &GgufFile,
+    arch: &str,
+    architecture: Architecture,
+    num_layers: usize,
+    intermediate_size: usize,
+) -> Result<Option<MoeOptions>> {
+    let num_experts = expert_count(file, arch)?;
+    if num_experts == 0 {
+        return Ok(None);
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    let invalid = |reason: String| {
+        ModelError::Gguf(GgufError::Invalid {
+            path: file.path().to_path_buf(),
+            reason,
+        })
+    };
+    let missing = |k: &str| {
+        gguf_err(GgufError::MissingKey {
+            path: file.path().to_path_buf(),
+            key: key(k),
+        })
+    };
+    let top_k = file
+        .opt_usize(&key("expert_used_count"))
+        .map_err(gguf_err)?
+        .ok_or_else(|| missing("expert_used_count"))?;
+    if top_k == 0 || top_k > num_experts {
+        return Err(invalid(format!(
+            "{} = {top_k} must be between 1 and the {num_experts} experts",
+            key("expert_used_count")
+        )));
+    }
+    let expert_intermediate = match architecture {
+        Architecture::Mixtral => intermediate_size,
+        _ => file
+            .opt_usize(&key("expert_feed_forward_length"))
+            .map_err(gguf_err)?
+            .ok_or_else(|| missing("expert_feed_forward_length"))?,
+    };
+    let renormalize = match file
+        .get(&key("expert_weights_norm"))
+        .and_then(|v| v.as_bool())
+    {
+        Some(b) => b,
+        None => architecture != Architecture::Qwen2Moe,
+    };
+    let shared_expert_intermediate = match file.tensor_info("blk.0.ffn_gate_shexp.weight") {
+        None => None,
+        Some(info) => Some(
+            match file
+                .opt_usize(&key("expert_shared_feed_forward_length"))
+                .map_err(gguf_err)?
+            {
+                Some(n) => n,
+                None => info.shape.first().copied().unwrap_or(0),
+            },
+        ),
+    };
+    let sparse_layers = (0..num_layers)
+        .map(|l| {
+            file.tensor_info(&format!("blk.{l}.ffn_gate_inp.weight"))
+                .is_some()
+        })
+        .collect();
+    Ok(Some(MoeOptions {
+        num_experts,
+        top_k,
+        expert_intermediate,
+        renormalize,
+        shared_expert_intermediate,
+        sparse_layers,
+    }))
+}
+
+/// Gemma 2's options as llama.cpp reads them: `attention.sliding_window` (4096 when absent,
+/// llama.cpp's default) on every other layer (the first sliding), both soft-caps from their
+/// keys, one rope base. The files carry no `query_pre_attn_scalar`: llama.cpp scales scores by
+/// `head_dim^-1/2`, but for the 46-layer 27B by `(hidden / heads)^-1/2`, which is what that
+/// checkpoint's config says.
+fn gemma2_options(
+    file: &GgufFile,
+    key: &dyn Fn(&str) -> String,
+    num_layers: usize,
+    head_dim: usize,
+    hidden_per_head: usize,
+) -> Result<GemmaOptions> {
+    let window = file
+        .opt_usize(&key("attention.sliding_window"))
+        .map_err(gguf_err)?
+        .unwrap_or(4096);
+    let cap = |k: &str| -> Result<Option<f64>> {
+        Ok(file
+            .opt_f64(&key(k))
+            .map_err(gguf_err)?
+            .filter(|&c| c > 0.0))
+    };
+    let scalar = if num_layers == 46 {
+        hidden_per_head
+    } else {
+        head_dim
+    };
+    let sliding = sliding_layers(file, key, num_layers, 2)?;
+    Ok(GemmaOptions {
+        query_pre_attn_scalar: scalar as f64,
+        attn_logit_softcapping: cap("attn_logit_softcapping")?,
+        final_logit_softcapping: cap("final_logit_softcapping")?,
+        layer_windows: sliding.iter().map(|&s| s.then_some(window)).collect(),
+        rope_local_theta: None,
+    })
+}
+
+/// Gemma 3's options: `attention.sliding_window` on five layers of every six, a local rope
+/// base of 10 000 on those, no soft-caps.
 fn gemma3_options(
     file: &GgufFile,
     key: &dyn Fn(&str) -> String,
@@ -247,14 +373,7 @@ fn gemma3_options(
                 key: key("attention.sliding_window"),
             })
         })?;
-    let sliding =
-        crate::config::gemma_sliding_layers(Architecture::Gemma3, num_layers, None, Some(6))
-            .map_err(|reason| {
-                gguf_err(GgufError::Invalid {
-                    path: file.path().to_path_buf(),
-                    reason,
-                })
-            })?;
+    let sliding = sliding_layers(file, key, num_layers, 6)?;
     Ok(GemmaOptions {
         query_pre_attn_scalar: head_dim as f64,
         attn_logit_softcapping: None,
@@ -264,45 +383,116 @@ fn gemma3_options(
     })
 }
 
+/// Which layers slide, as llama.cpp's `load_swa_pattern` reads it: an array of booleans in
+/// `attention.sliding_window_pattern`, or a period `n` there (every layer but each `n`-th
+/// slides), or the architecture's `default_period`.
+fn sliding_layers(
+    file: &GgufFile,
+    key: &dyn Fn(&str) -> String,
+    num_layers: usize,
+    default_period: usize,
+) -> Result<Vec<bool>> {
+    let k = key("attention.sliding_window_pattern");
+    let invalid = |reason: String| {
+        gguf_err(GgufError::Invalid {
+            path: file.path().to_path_buf(),
+            reason: format!("{k} {reason}"),
+        })
+    };
+    let period = match file.get(&k).map(|v| v.as_array()) {
+        Some(Some(items)) => {
+            let flags = items
+                .iter()
+                .map(|f| {
+                    f.as_bool()
+                        .ok_or_else(|| invalid("holds a non-boolean".into()))
+                })
+                .collect::<Result<Vec<bool>>>()?;
+            if flags.len() != num_layers {
+                return Err(invalid(format!(
+                    "has {} entries for {num_layers} layers",
+                    flags.len()
+                )));
+            }
+            return Ok(flags);
+        }
+        Some(None) => file
+            .opt_usize(&k)
+            .map_err(gguf_err)?
+            .unwrap_or(default_period),
+        None => default_period,
+    };
+    if period == 0 {
+        return Err(invalid("must be at least 1".into()));
+    }
+    Ok((0..num_layers).map(|i| (i + 1) % period != 0).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LLAMA: LayerNames = crate::llama::GGUF_LAYER_NAMES;
 
-    /// llama.cpp's Mixtral files say `llama` and carry `llama.expert_count`: refused by name
-    /// before any tensor is looked up.
+    /// llama.cpp's Mixtral files say `llama` and carry `llama.expert_count`.
     #[test]
-    fn expert_files_are_refused_by_name() {
+    fn llama_files_with_experts_are_mixtral() {
         use crate::gguf::reader::MetaValue;
         use crate::gguf::reader::writer::write;
-        let meta = |experts: u32| {
-            vec![
+        let dir = std::env::temp_dir().join(format!("indus-gguf-moe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |experts: u32| {
+            let meta = vec![
                 (
                     "general.architecture".to_string(),
                     MetaValue::Str("llama".into()),
                 ),
                 ("llama.expert_count".into(), MetaValue::U32(experts)),
-                ("llama.embedding_length".into(), MetaValue::U32(64)),
-            ]
-        };
-        let dir = std::env::temp_dir().join(format!("indus-gguf-moe-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let open = |experts: u32| {
+            ];
             let path = dir.join(format!("e{experts}.gguf"));
-            std::fs::write(&path, write(&meta(experts), &[])).unwrap();
-            config_from_gguf(&GgufFile::open(&path).unwrap())
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
+            std::fs::write(&path, write(&meta, &[])).unwrap();
+            architecture(&GgufFile::open(&path).unwrap()).unwrap().0
         };
-        let e = open(8);
+        assert_eq!(open(8), Architecture::Mixtral);
+        assert_eq!(open(0), Architecture::Llama);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// llama.cpp's `load_swa_pattern`: a boolean per layer, or a period, or the default.
+    #[test]
+    fn sliding_layers_follow_the_pattern_key() {
+        use crate::gguf::reader::MetaValue;
+        use crate::gguf::reader::writer::write;
+        let dir = std::env::temp_dir().join(format!("indus-gguf-swa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let read = |name: &str, pattern: Option<MetaValue>, default: usize| {
+            let meta: Vec<(String, MetaValue)> = pattern
+                .into_iter()
+                .map(|p| ("gemma2.attention.sliding_window_pattern".to_string(), p))
+                .collect();
+            let path = dir.join(name);
+            std::fs::write(&path, write(&meta, &[])).unwrap();
+            let file = GgufFile::open(&path).unwrap();
+            sliding_layers(&file, &|k| format!("gemma2.{k}"), 4, default).map_err(|e| e.to_string())
+        };
+        assert_eq!(read("d.gguf", None, 2), Ok(vec![true, false, true, false]));
+        assert_eq!(
+            read("n.gguf", Some(MetaValue::U32(4)), 2),
+            Ok(vec![true, true, true, false])
+        );
+        let flags = [false, true, true, false].map(MetaValue::Bool).to_vec();
+        assert_eq!(
+            read("a.gguf", Some(MetaValue::Array(flags)), 2),
+            Ok(vec![false, true, true, false])
+        );
+        let short = vec![MetaValue::Bool(true)];
+        let e = read("s.gguf", Some(MetaValue::Array(short)), 2).unwrap_err();
         assert!(
-            e.contains("llama.expert_count") && e.contains("e8.gguf"),
+            e.contains("sliding_window_pattern") && e.contains("1 entries"),
             "{e}"
         );
-        // No experts: past that check (it fails later, on the missing block count).
-        assert!(open(0).contains("llama.block_count"), "{}", open(0));
+        let e = read("z.gguf", Some(MetaValue::U32(0)), 2).unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

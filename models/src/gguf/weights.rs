@@ -80,7 +80,10 @@ impl GgufWeights {
                 name: format!("{name} ({ours})"),
                 reason: format!("missing from {}", self.file.path().display()),
             })?;
-        if info.shape != shape {
+        // gguf-py may drop or keep unit axes (Qwen2-MoE's `[1, hidden]` shared-expert gate is
+        // stored as `[hidden]` by some converters): the same values either way.
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+        if info.shape != shape && squeeze(&info.shape) != squeeze(shape) {
             return Err(ModelError::Weight {
                 name: format!("{name} in {}", self.file.path().display()),
                 reason: format!("shape {:?}, expected {shape:?}", info.shape),
@@ -107,9 +110,16 @@ impl GgufWeights {
         }
     }
 
-    /// The tensor in our layout, as a quantized tensor on the model's device.
+    /// The tensor in our layout and `shape`, as a quantized tensor on the model's device.
     fn load_q(&self, ours: &str, shape: &[usize]) -> Result<QTensor> {
         let (name, info) = self.info(ours, shape)?;
+        if info.shape != shape {
+            let reshaped = TensorInfo {
+                shape: shape.to_vec(),
+                ..info.clone()
+            };
+            return qtensor(&self.file, &name, &reshaped, &self.device);
+        }
         match self.permuted_heads(ours) {
             Some(heads) => {
                 let row_bytes = if shape.len() == 1 {

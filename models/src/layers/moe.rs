@@ -5,7 +5,7 @@
 //!
 //! The experts' weights are stacked at load time — gate and up fused per expert — so the
 //! kernel sees one `[experts, 2 * inter, hidden]` and one `[experts, hidden, inter]` tensor.
-//! Experts are dense for now: quantized (GGUF) expert weights are not loaded yet.
+//! Experts are dense for now: a GGUF file's quantized experts are dequantized at load.
 
 use super::mlp::{Activation, GatedMlp};
 use crate::Result;
@@ -69,20 +69,10 @@ impl SparseMoe {
             hidden,
             None,
         )?;
-        let expert = |n: &str, shape: &[usize]| -> Result<Vec<Tensor>> {
-            (0..e)
-                .map(|x| src.get(&format!("{prefix}.experts.{x}.{n}.weight"), shape))
-                .collect()
-        };
-        let gates = expert(names.gate, &[i, hidden])?;
-        let ups = expert(names.up, &[i, hidden])?;
-        let gate_up: Vec<Tensor> = gates
-            .iter()
-            .zip(&ups)
-            .map(|(g, u)| Tensor::cat(&[g, u], 0))
-            .collect::<candle_core::Result<_>>()?;
-        let gate_up = Tensor::stack(&gate_up, 0)?;
-        let down = Tensor::stack(&expert(names.down, &[hidden, i])?, 0)?;
+        let gate = src.stacked_experts(prefix, names.gate, e, [i, hidden])?;
+        let up = src.stacked_experts(prefix, names.up, e, [i, hidden])?;
+        let gate_up = Tensor::cat(&[&gate, &up], 1)?;
+        let down = src.stacked_experts(prefix, names.down, e, [hidden, i])?;
         let shared = match opts.shared_expert_intermediate {
             Some(s) => Some((
                 GatedMlp::load(
