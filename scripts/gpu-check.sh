@@ -2,9 +2,9 @@
 # GPU check of indus-kernels: every CUDA kernel against its CPU reference on fresh random and hostile inputs
 # (bf16/f16 rel. L2 <= 1e-2 over each output and <= 1.5e-2 for its worst row, f32 1e-4 / 2e-4; cache writes, the
 # sampler's exp, sampling and argmax exact), poisoned inputs and outputs with controls that the poison reaches
-# them, bad metadata rejected, odd sizes and block sizes, then a timings table (decode attention bandwidth vs a
-# measured device copy, prefill TFLOP/s, norm/rotary/SiLU/cache-write bandwidth, sampling). The program is
-# kernels/src/bin/indus-gpu-check.rs; its checks are kernels/src/check/suite.rs (unit-tested on CPU).
+# them, bad metadata rejected, odd sizes and block sizes, attention with sliding windows and soft-caps, then a
+# timings table (decode attention bandwidth vs a measured device copy, prefill TFLOP/s, norm/rotary/SiLU/
+# cache-write bandwidth, sampling). The program is kernels/src/bin/indus-gpu-check.rs; its checks are kernels/src/check/suite.rs (unit-tested on CPU).
 #
 # usage:
 #   scripts/gpu-check.sh build   on the build machine (no GPU needed): installs the CUDA toolchain if missing,

@@ -1,6 +1,8 @@
 // Paged attention over a mixed batch. Reference: kernels/src/paged_attention.rs (same causal semantics:
 // query token j of a sequence with q_len new tokens and context_len cached tokens sits at position
-// context_len - q_len + j and sees cache positions 0..=that).
+// context_len - q_len + j and sees cache positions 0..=that). Every kernel takes the layer's attention variant as the
+// reference does: a sliding window (window > 0: that token sees only positions (p - window, p]) and a score
+// soft-cap (softcap_log2 > 0: score = cap * tanh(score / cap), in the log2 domain: softcap_log2 = cap * log2 e).
 //
 // KV cache layout (kernels/src/kv_layout.rs): [num_blocks, num_kv_heads, block_size, head_size], so one
 // block's keys of one head are block_size contiguous rows of head_size elements.
@@ -38,6 +40,16 @@ __device__ __forceinline__ int seq_of_token(const uint32_t* qsl, int num_seqs, u
   return lo;
 }
 
+// The soft-capped score in the log2 domain: cap * tanh(s / cap) for s = x / log2(e), times log2(e) again.
+__device__ __forceinline__ float softcap_score(float x, float softcap_log2) {
+  return softcap_log2 > 0.f ? softcap_log2 * tanhf(x / softcap_log2) : x;
+}
+
+// First key position a query that sees `visible` positions attends to under `window` (0: no window).
+__device__ __forceinline__ int window_start(int visible, int window) {
+  return window > 0 ? max(0, visible - window) : 0;
+}
+
 // Loads VEC consecutive elements as f32.
 template <typename T, int VEC>
 __device__ __forceinline__ void load_f(const T* p, float (&dst)[VEC]) {
@@ -61,7 +73,8 @@ __device__ __forceinline__ void paged_attention_decode(
     T* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml, const T* __restrict__ q,
     const T* __restrict__ kc, const T* __restrict__ vc, const uint32_t* __restrict__ block_tables,
     const uint32_t* __restrict__ context_lens, const uint32_t* __restrict__ qsl, int num_seqs, int num_heads,
-    int num_kv_heads, int block_size, int max_blocks, float scale_log2, int partition_size, int only_single) {
+    int num_kv_heads, int block_size, int max_blocks, float scale_log2, int partition_size, int only_single,
+    int window, float softcap_log2) {
   constexpr int N16 = Vec16<T>::N;
   constexpr int LPT = (D / N16) < 32 ? (D / N16) : 32;
   constexpr int VEC = D / LPT;
@@ -87,9 +100,10 @@ __device__ __forceinline__ void paged_attention_decode(
   const int q_len = (int)(qsl[s + 1] - qsl[s]);
   if (only_single && q_len != 1) return;
   const int visible = (int)context_lens[s] - q_len + (int)(t - qsl[s]) + 1;
-  int t0 = 0, t1 = visible;
+  const int first = window_start(visible, window);
+  int t0 = first, t1 = visible;
   if (partition_size > 0) {
-    t0 = blockIdx.z * partition_size;
+    t0 = first + blockIdx.z * partition_size;
     t1 = min(visible, t0 + partition_size);
     if (t0 >= visible) return;
   }
@@ -146,6 +160,7 @@ __device__ __forceinline__ void paged_attention_decode(
         for (int v = 0; v < VEC; ++v) dot = fmaf(qr[g][v], k[v], dot);
 #pragma unroll
         for (int o = LPT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        dot = softcap_score(dot, softcap_log2);
         if (valid && li == 0) {
           smem[i * GMAX + g] = dot;
           lmax[g] = fmaxf(lmax[g], dot);
@@ -258,13 +273,14 @@ __device__ __forceinline__ void paged_attention_reduce(T* __restrict__ out, cons
                                                        const uint32_t* __restrict__ context_lens,
                                                        const uint32_t* __restrict__ qsl, int num_seqs,
                                                        int num_heads, int head_size, int num_parts,
-                                                       int partition_size, int only_single) {
+                                                       int partition_size, int only_single, int window) {
   const uint32_t t = blockIdx.x;
   const int s = seq_of_token(qsl, num_seqs, t);
   const int q_len = (int)(qsl[s + 1] - qsl[s]);
   if (only_single && q_len != 1) return;
   const int visible = (int)context_lens[s] - q_len + (int)(t - qsl[s]) + 1;
-  const int parts = min(num_parts, (visible + partition_size - 1) / partition_size);
+  const int seen = visible - window_start(visible, window);
+  const int parts = min(num_parts, (seen + partition_size - 1) / partition_size);
   const int64_t row = (int64_t)t * num_heads + blockIdx.y;
   const float* ml = part_ml + row * num_parts * 2;
   float mx = -INFINITY;
@@ -370,7 +386,7 @@ __device__ __forceinline__ void paged_attention_prefill(
     T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
     const uint32_t* __restrict__ block_tables, const uint32_t* __restrict__ context_lens,
     const uint32_t* __restrict__ qsl, int num_seqs, int num_heads, int num_kv_heads, int block_size,
-    int max_blocks, float scale_log2, int skip_single) {
+    int max_blocks, float scale_log2, int skip_single, int window, float softcap_log2) {
   static_assert(D % 16 == 0, "head size must be a multiple of 16");
   constexpr int LD = D + PF_PAD;
   __shared__ __align__(16) T sK[PF_BN * LD];
@@ -426,8 +442,12 @@ __device__ __forceinline__ void paged_attention_prefill(
   const int qpos0 = first_pos + m0 + warp * 16 + qg;
   const int qpos1 = qpos0 + 8;
   const int n_end = first_pos + min(m0 + PF_BM, q_len);  // keys the last row of the tile sees
+  // Keys before the window of the tile's first row are seen by no row of the tile: start at that row's
+  // window, rounded down to a whole tile.
+  const int n_first = window_start(first_pos + m0 + 1, window) / PF_BN * PF_BN;
+  const int lo0 = window_start(qpos0 + 1, window), lo1 = window_start(qpos1 + 1, window);
 
-  for (int n0 = 0; n0 < n_end; n0 += PF_BN) {
+  for (int n0 = n_first; n0 < n_end; n0 += PF_BN) {
     load_kv_tile<T, D>(sK, kc, table, n0, n_end, block_stride, head_row, block_size);
     cp_async_commit();
     load_kv_tile<T, D>(sV, vc, table, n0, n_end, block_stride, head_row, block_size);
@@ -448,7 +468,7 @@ __device__ __forceinline__ void paged_attention_prefill(
         Mma<T>::run(sacc[2 * j + 1], qf[kk], b[2], b[3]);
       }
     }
-    // Scale, causal mask, online softmax (rows qg and qg + 8 of this warp's 16).
+    // Scale, soft-cap, causal and window mask, online softmax (rows qg and qg + 8 of this warp's 16).
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nb = 0; nb < PF_BN / 8; ++nb)
@@ -456,7 +476,9 @@ __device__ __forceinline__ void paged_attention_prefill(
       for (int c = 0; c < 4; ++c) {
         const int key = n0 + nb * 8 + 2 * qt + (c & 1);
         const int qp = c < 2 ? qpos0 : qpos1;
-        const float v = key <= qp ? sacc[nb][c] * scale_log2 : -INFINITY;
+        const int lo = c < 2 ? lo0 : lo1;
+        const float v =
+            key <= qp && key >= lo ? softcap_score(sacc[nb][c] * scale_log2, softcap_log2) : -INFINITY;
         sacc[nb][c] = v;
         mx[c >> 1] = fmaxf(mx[c >> 1], v);
       }
@@ -465,10 +487,11 @@ __device__ __forceinline__ void paged_attention_prefill(
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      // A row can have every key of a tile masked before its first visible key arrives (a window that starts
+      // past this tile, or a row past the sequence's end): m stays -inf and its probabilities must be 0, not
+      // exp2(-inf - -inf) = NaN, so such a row keeps its (empty) sums until it has seen a key.
       const float m_new = fmaxf(mrow[r], mx[r]);
-      // A row with every key of the tile masked keeps m = -inf only if no earlier tile had a key; row 0 of any
-      // sequence always sees key 0 in the first tile, so m_new is finite from the first tile on.
-      alpha[r] = exp2f(mrow[r] - m_new);
+      alpha[r] = m_new == -INFINITY ? 1.f : exp2f(mrow[r] - m_new);
       mrow[r] = m_new;
     }
     float rs[2] = {0.f, 0.f};
@@ -476,7 +499,8 @@ __device__ __forceinline__ void paged_attention_prefill(
     for (int nb = 0; nb < PF_BN / 8; ++nb)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        const float p = exp2f(sacc[nb][c] - mrow[c >> 1]);
+        const float mr = mrow[c >> 1];
+        const float p = mr == -INFINITY ? 0.f : exp2f(sacc[nb][c] - mr);
         sacc[nb][c] = p;
         rs[c >> 1] += p;
       }
@@ -538,10 +562,11 @@ __device__ __forceinline__ void paged_attention_prefill(
   extern "C" __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode_##NAME##_d##D##_g##G(      \
       T* out, float* part_acc, float* part_ml, const T* q, const T* kc, const T* vc, const uint32_t* bt,       \
       const uint32_t* cl, const uint32_t* qsl, int num_seqs, int num_heads, int num_kv_heads, int block_size,  \
-      int max_blocks, float scale_log2, int partition_size, int only_single) {                                 \
+      int max_blocks, float scale_log2, int partition_size, int only_single, int window,                       \
+      float softcap_log2) {                                                                                    \
     paged_attention_decode<T, D, G>(out, part_acc, part_ml, q, kc, vc, bt, cl, qsl, num_seqs, num_heads,       \
                                     num_kv_heads, block_size, max_blocks, scale_log2, partition_size,          \
-                                    only_single);                                                              \
+                                    only_single, window, softcap_log2);                                        \
   }
 // Instances: every decode head size x every group size of indus_shared.cuh (the lists plan_attention picks from).
 #define INDUS_PA_DECODE_G(T, NAME, D) INDUS_FOR_EACH_DECODE_GROUP(INDUS_PA_DECODE, T, NAME, D)
@@ -550,9 +575,9 @@ __device__ __forceinline__ void paged_attention_prefill(
   extern "C" __global__ void paged_attention_reduce_##NAME(T* out, const float* part_acc, const float* part_ml, \
                                                            const uint32_t* cl, const uint32_t* qsl, int num_seqs,  \
                                                            int num_heads, int head_size, int num_parts,         \
-                                                           int partition_size, int only_single) {               \
+                                                           int partition_size, int only_single, int window) {   \
     paged_attention_reduce<T>(out, part_acc, part_ml, cl, qsl, num_seqs, num_heads, head_size, num_parts,       \
-                              partition_size, only_single);                                                     \
+                              partition_size, only_single, window);                                             \
   }
 INDUS_FOR_EACH_DTYPE(INDUS_PA)
 
@@ -560,9 +585,9 @@ INDUS_FOR_EACH_DTYPE(INDUS_PA)
   extern "C" __global__ void __launch_bounds__(PF_THREADS) paged_attention_prefill_##NAME##_d##D(            \
       T* out, const T* q, const T* kc, const T* vc, const uint32_t* bt, const uint32_t* cl, const uint32_t* qsl, \
       int num_seqs, int num_heads, int num_kv_heads, int block_size, int max_blocks, float scale_log2,         \
-      int skip_single) {                                                                                       \
+      int skip_single, int window, float softcap_log2) {                                                       \
     paged_attention_prefill<T, D>(out, q, kc, vc, bt, cl, qsl, num_seqs, num_heads, num_kv_heads, block_size, \
-                                  max_blocks, scale_log2, skip_single);                                       \
+                                  max_blocks, scale_log2, skip_single, window, softcap_log2);                 \
   }
 INDUS_FOR_EACH_PREFILL_HEAD_SIZE(INDUS_PA_PREFILL, __nv_bfloat16, bf16)
 INDUS_FOR_EACH_PREFILL_HEAD_SIZE(INDUS_PA_PREFILL, __half, f16)

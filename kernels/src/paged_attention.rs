@@ -184,9 +184,8 @@ pub fn paged_attention(
     )
 }
 
-/// [`paged_attention`] with a sliding window and/or a score soft-cap. On CUDA only the
-/// plain variant has kernels so far: any other is an error there, never a silent full
-/// attention.
+/// [`paged_attention`] with a sliding window and/or a score soft-cap (CPU reference and CUDA
+/// kernels alike).
 pub fn paged_attention_variant(
     q: &Tensor,
     k_cache: &Tensor,
@@ -224,6 +223,19 @@ pub fn paged_attention_with(
         AttentionVariant::default(),
         options,
     )
+}
+
+/// [`paged_attention`] with a variant and explicit CUDA kernel choices (the GPU check).
+pub fn paged_attention_variant_with(
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    meta: &AttentionMetadata,
+    scale: f32,
+    variant: AttentionVariant,
+    options: PagedAttentionOptions,
+) -> Result<Tensor> {
+    run_paged_attention(q, k_cache, v_cache, meta, scale, variant, options)
 }
 
 fn run_paged_attention(
@@ -407,12 +419,6 @@ impl CustomOp3 for PagedAttention {
         v: &candle_core::CudaStorage,
         v_l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        if self.variant != AttentionVariant::default() {
-            candle_core::bail!(
-                "paged_attention: {:?} has no CUDA kernel yet (the CPU reference has it)",
-                self.variant
-            );
-        }
         crate::cuda::attention::forward(self, q, q_l, k, k_l, v, v_l)
     }
 }

@@ -14,7 +14,10 @@ use super::inputs::{
 use super::metrics::{CheckResult, Rng, compare, mismatches_exact, nan_mask_mismatches, tolerance};
 use crate::fma_exp::{exp_fma, exp_fma_tensor, exp_test_inputs};
 use crate::metadata::{AttentionMetadata, HostAttentionMetadata};
-use crate::paged_attention::{DecodeSplit, PagedAttentionOptions, paged_attention_with};
+use crate::paged_attention::{
+    AttentionVariant, DecodeSplit, PagedAttentionOptions, paged_attention_variant_with,
+    paged_attention_with,
+};
 use crate::sampling;
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -64,6 +67,9 @@ pub fn run(
         s.guarded("silu_mul", dt, |s| s.check_silu(dt));
         s.guarded("fused_moe", dt, |s| s.check_moe(dt));
         s.guarded("paged_attention", dt, |s| s.check_attention(dt));
+        s.guarded("paged_attention (window, soft-cap)", dt, |s| {
+            s.check_attention_variants(dt)
+        });
         s.guarded("poison control", dt, |s| s.attention_over_read_control(dt));
     }
     s.guarded("metadata validation", DType::F32, Suite::check_validation);
@@ -216,8 +222,13 @@ impl Suite<'_> {
         let mut wrong: HostAttentionMetadata = inp.case.meta.clone();
         wrong.context_lens[0] += 1;
         wrong.context_lens[3] += 1;
-        let (want, got) =
-            self.attention_pair(&inp, &wrong, dt, PagedAttentionOptions::default())?;
+        let (want, got) = self.attention_pair(
+            &inp,
+            &wrong,
+            dt,
+            AttentionVariant::default(),
+            PagedAttentionOptions::default(),
+        )?;
         let poisoned = want.iter().filter(|x| x.is_nan()).count();
         let mismatched = nan_mask_mismatches(&got, &want);
         self.push(CheckResult::exact(
@@ -238,6 +249,7 @@ impl Suite<'_> {
         inp: &AttentionInputs,
         meta: &HostAttentionMetadata,
         dt: DType,
+        variant: AttentionVariant,
         o: PagedAttentionOptions,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let (qd, cd) = (inp.q_dims(), inp.cache_dims());
@@ -248,16 +260,17 @@ impl Suite<'_> {
                 rounded(&inp.k, &cd, dt)?,
                 rounded(&inp.v, &cd, dt)?,
             );
-            flat(&paged_attention_with(
+            flat(&paged_attention_variant_with(
                 &q,
                 &k,
                 &v,
                 &m,
                 inp.scale,
+                variant,
                 Default::default(),
             )?)?
         };
-        let got = self.attention_on_device(inp, meta, dt, o)?;
+        let got = self.attention_on_device(inp, meta, dt, variant, o)?;
         Ok((want, got))
     }
 
@@ -266,6 +279,7 @@ impl Suite<'_> {
         inp: &AttentionInputs,
         meta: &HostAttentionMetadata,
         dt: DType,
+        variant: AttentionVariant,
         o: PagedAttentionOptions,
     ) -> Result<Vec<f32>> {
         let (qd, cd) = (inp.q_dims(), inp.cache_dims());
@@ -274,7 +288,9 @@ impl Suite<'_> {
         let v = to_dev(&inp.v, &cd, dt, self.dev)?;
         let m = AttentionMetadata::new(meta.clone(), self.dev)?;
         poison_pool(self.dev, 256 << 20)?;
-        flat(&paged_attention_with(&q, &k, &v, &m, inp.scale, o)?)
+        flat(&paged_attention_variant_with(
+            &q, &k, &v, &m, inp.scale, variant, o,
+        )?)
     }
 
     // ------------------------------------------------------------------------------------------ the exp
@@ -702,10 +718,11 @@ impl Suite<'_> {
             let decode_only = seqs.iter().all(|s| s.q_len == 1);
             let mut want = None;
             for (vname, o) in attention_options(decode_only) {
+                let plain = AttentionVariant::default();
                 let (w, got) = match want.take() {
-                    None => self.attention_pair(&inp, &meta, dt, o)?,
+                    None => self.attention_pair(&inp, &meta, dt, plain, o)?,
                     Some(w) => {
-                        let got = self.attention_on_device(&inp, &meta, dt, o)?;
+                        let got = self.attention_on_device(&inp, &meta, dt, plain, o)?;
                         (w, got)
                     }
                 };
@@ -720,6 +737,88 @@ impl Suite<'_> {
                     hs,
                 );
                 want = Some(w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sliding windows (shorter than a block, a block edge, longer than some contexts, of one token) and score
+    /// soft-caps (Gemma 2's 50, and a low one that flattens large scores) on every kernel path: decode with and
+    /// without split-K (windows reach past partitions), tensor-core prefill (windows start mid-tile) and the
+    /// general kernel; the reference skips keys outside the window and caps each score.
+    fn check_attention_variants(&mut self, dt: DType) -> Result<()> {
+        use SeqSpec as S;
+        let mixed = vec![
+            S::decode(50),
+            S::prefill(70),
+            S::decode(513),
+            S::chunk(300, 1),
+            S::chunk(90, 33),
+        ];
+        let long = vec![S::decode(1000), S::decode(4097)];
+        let prompts = vec![S::prefill(200), S::chunk(129, 65)];
+        let tiny = vec![S::decode(40), S::prefill(19), S::chunk(30, 7)];
+        let v = |window: Option<usize>, softcap: Option<f32>| AttentionVariant { window, softcap };
+        let variants = self.pick(
+            &[v(Some(8), None), v(None, Some(5.0)), v(Some(3), Some(5.0))],
+            &[
+                v(Some(16), None),
+                v(Some(100), None),
+                v(None, Some(50.0)),
+                v(Some(33), Some(5.0)),
+            ],
+            &[
+                v(Some(1), None),
+                v(Some(7), None),
+                v(Some(16), None),
+                v(Some(100), None),
+                v(Some(300), None),
+                v(Some(4096), None),
+                v(None, Some(50.0)),
+                v(None, Some(5.0)),
+                v(Some(33), Some(5.0)),
+                v(Some(4096), Some(50.0)),
+            ],
+        );
+        type Scenario = (&'static str, Vec<SeqSpec>, (usize, usize, usize));
+        let scenarios: Vec<Scenario> = match self.scale {
+            Scale::Tiny => vec![("mixed batch", tiny, (4, 2, 64))],
+            _ => vec![
+                ("mixed batch", mixed.clone(), (32, 8, 128)),
+                ("decode, long", long, (32, 8, 128)),
+                ("prefill", prompts, (4, 1, 256)),
+                ("mixed batch", mixed, (8, 8, 64)),
+            ],
+        };
+        for variant in variants {
+            for (name, seqs, (heads, kvh, hs)) in &scenarios {
+                for regime in [ScoreRegime::Random, ScoreRegime::ScaledQ(40.0)] {
+                    let inp =
+                        AttentionInputs::new(seqs, 16, (*heads, *kvh, *hs), regime, &mut self.rng);
+                    let meta = inp.case.meta.clone();
+                    let decode_only = seqs.iter().all(|s| s.q_len == 1);
+                    let mut want = None;
+                    for (vname, o) in attention_options(decode_only) {
+                        let (w, got) = match want.take() {
+                            None => self.attention_pair(&inp, &meta, dt, variant, o)?,
+                            Some(w) => {
+                                let got = self.attention_on_device(&inp, &meta, dt, variant, o)?;
+                                (w, got)
+                            }
+                        };
+                        self.compared(
+                            "paged_attention (window, soft-cap)",
+                            dt,
+                            format!(
+                                "{name}; {regime:?}; {variant:?}; hs {hs}, {heads}/{kvh} heads; {vname}"
+                            ),
+                            &got,
+                            &w,
+                            *hs,
+                        );
+                        want = Some(w);
+                    }
+                }
             }
         }
         Ok(())

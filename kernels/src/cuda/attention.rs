@@ -1,6 +1,7 @@
 //! `cuda_fwd` of paged attention: follows [`plan_attention`] — the tensor-core prefill kernel for sequences with
 //! several query tokens (bf16/f16, head size 64/128), the decode/general kernel for the rest (optionally split-K
-//! with its reduce kernel).
+//! with its reduce kernel). Each takes the layer's [`crate::AttentionVariant`]: a sliding window (0: none) and a
+//! score soft-cap (0: none, else `cap · log2 e`, the kernels' score domain).
 
 use super::{KernelType, Module, U32Arg, alloc, cfg, func, sm_count, view, wrap};
 use crate::kv_layout::KvCacheShape;
@@ -107,13 +108,42 @@ pub(crate) fn forward(
         cl: cl.view()?,
         qsl: qsl.view()?,
     };
+    let variant = VariantArgs::of(op)?;
     let s = match q.dtype() {
-        DType::F32 => launch::<f32>(&dev, op.scale, &plan, &dims, &args, (q, q_l), k, v)?,
-        DType::BF16 => launch::<bf16>(&dev, op.scale, &plan, &dims, &args, (q, q_l), k, v)?,
-        DType::F16 => launch::<f16>(&dev, op.scale, &plan, &dims, &args, (q, q_l), k, v)?,
+        DType::F32 => launch::<f32>(&dev, op.scale, variant, &plan, &dims, &args, (q, q_l), k, v)?,
+        DType::BF16 => {
+            launch::<bf16>(&dev, op.scale, variant, &plan, &dims, &args, (q, q_l), k, v)?
+        }
+        DType::F16 => launch::<f16>(&dev, op.scale, variant, &plan, &dims, &args, (q, q_l), k, v)?,
         other => candle_core::bail!("{OP}: unsupported dtype {other:?} on CUDA"),
     };
     Ok((s, q_l.shape().clone()))
+}
+
+/// The variant as the kernels take it: `window` 0 for none, `softcap_log2` 0 for none.
+#[derive(Clone, Copy)]
+struct VariantArgs {
+    window: i32,
+    softcap_log2: f32,
+}
+
+impl VariantArgs {
+    fn of(op: &PagedAttention) -> Result<Self> {
+        let window = match op.variant.window {
+            None => 0,
+            Some(w) => i32::try_from(w)
+                .map_err(|_| candle_core::Error::Msg(format!("{OP}: window {w} too large")))?,
+        };
+        let softcap_log2 = match op.variant.softcap {
+            None => 0.0,
+            Some(c) if c > 0.0 && c.is_finite() => c * std::f32::consts::LOG2_E,
+            Some(c) => candle_core::bail!("{OP}: soft-cap {c} must be positive and finite"),
+        };
+        Ok(Self {
+            window,
+            softcap_log2,
+        })
+    }
 }
 
 struct MetaViews<'a> {
@@ -126,6 +156,7 @@ struct MetaViews<'a> {
 fn launch<T: KernelType>(
     dev: &CudaDevice,
     scale: f32,
+    variant: VariantArgs,
     plan: &AttentionPlan,
     d: &Dims,
     m: &MetaViews<'_>,
@@ -142,6 +173,10 @@ fn launch<T: KernelType>(
     }
     let stream = dev.cuda_stream();
     let scale_log2 = scale * std::f32::consts::LOG2_E;
+    let VariantArgs {
+        window,
+        softcap_log2,
+    } = variant;
     let (ns, nh, nkv, bs, mb) = (
         d.num_seqs as i32,
         d.num_heads as i32,
@@ -171,7 +206,9 @@ fn launch<T: KernelType>(
             .arg(&bs)
             .arg(&mb)
             .arg(&scale_log2)
-            .arg(&skip_single);
+            .arg(&skip_single)
+            .arg(&window)
+            .arg(&softcap_log2);
         // SAFETY: argument types match the kernel; metadata was validated against the cache shape.
         unsafe { b.launch(cfg((tiles, d.num_heads as u32, 1), PREFILL_THREADS)) }.w()?;
     }
@@ -211,7 +248,9 @@ fn launch<T: KernelType>(
                 .arg(&mb)
                 .arg(&scale_log2)
                 .arg(&part)
-                .arg(&only_single);
+                .arg(&only_single)
+                .arg(&window)
+                .arg(&softcap_log2);
             // SAFETY: argument types match the kernel (null partial buffers are never touched without a split).
             unsafe { b.launch(cfg(grid, DECODE_THREADS)) }.w()?;
         } else {
@@ -236,7 +275,9 @@ fn launch<T: KernelType>(
                 .arg(&mb)
                 .arg(&scale_log2)
                 .arg(&psize)
-                .arg(&only_single);
+                .arg(&only_single)
+                .arg(&window)
+                .arg(&softcap_log2);
             // SAFETY: argument types match the kernel; partial buffers hold tokens x heads x partitions rows.
             unsafe { b.launch(cfg(grid, DECODE_THREADS)) }.w()?;
             let r = func(
@@ -256,7 +297,8 @@ fn launch<T: KernelType>(
                 .arg(&hs)
                 .arg(&nparts)
                 .arg(&psize)
-                .arg(&only_single);
+                .arg(&only_single)
+                .arg(&window);
             // SAFETY: argument types match the kernel.
             unsafe { b.launch(cfg((d.num_tokens as u32, d.num_heads as u32, 1), 128)) }.w()?;
         }
