@@ -18,8 +18,14 @@ For each: the victim key's latency (p50/p99) against the unloaded baseline, ever
 attacker got, 5xx counts on both sides, whether every refusal was an OpenAI-shaped JSON
 error, and streams that never ended. After all: KV blocks all free, nothing running.
 Exits non-zero when any check fails: a 5xx, a malformed refusal, a hung stream, a leaked
-block, or a victim p99 above 3x the unloaded one (for overload: above 3x its p99 while the
-engine is merely full, since a full batch is slower per token than an empty one).
+block, or a victim p99 above 3x the unloaded one.
+
+The victim holds its latency while another key fills every slot because the scheduler gives
+a waiting tenant running fewer sequences a slot of the busiest one (src/scheduler). The
+default capacity, 8 sequences, suits the 2 CPU cores CI has: there a step at batch 32 costs
+about 5x a step at batch 1, so at `--max-num-seqs 32` even a fair share of a full batch is
+~5x slower per token than an idle server (on a GPU, decode steps cost about the same up to
+far larger batches).
 """
 
 import argparse
@@ -34,7 +40,7 @@ import tempfile
 import time
 
 VICTIM, ATTACKER = "sk-victim", "sk-attacker"
-MAX_NUM_SEQS = 32
+MAX_NUM_SEQS = 8
 MAX_WAITING = 64
 
 
@@ -252,8 +258,8 @@ async def disconnect(srv, stop, tally):
 
 
 async def full(srv, stop, tally):
-    """Exactly the engine's sequences in flight, from a well-behaved client: no attack, the
-    reference for `overload` (a full batch is slower per token than an empty one)."""
+    """Exactly the engine's sequences in flight, from a well-behaved client: not an attack,
+    but the victim must still get a slot without waiting for one of these to end."""
     async def worker():
         for _ in range(200):
             if stop.is_set():
@@ -284,10 +290,6 @@ async def overload(srv, stop, tally):
 
 ATTACKS = {"idle": idle, "slowloris": slowloris, "amplify": amplify, "priority": priority,
            "disconnect": disconnect, "full": full, "overload": overload}
-# What each attack's victim p99 is held to (3x): the unloaded server's, except under
-# overload, where it is a full engine's (the victim then shares a full batch either way;
-# what the flood beyond capacity must not add is more than that).
-REFERENCE = {"overload": "full"}
 
 
 async def metrics(srv):
@@ -340,22 +342,15 @@ async def run_all(srv, args):
                "attacker": {str(k): v for k, v in sorted(tally.statuses.items(), key=str)},
                "attacker_5xx": tally.server_errors(), "malformed_refusals": len(tally.malformed),
                "hung_streams": tally.hung}
-        ref_name = REFERENCE.get(name)
-        ref = report["attacks"].get(ref_name, {}).get("victim_p99_ms", base_p99 * 1e3) / 1e3
-        row["p99_vs_reference"], row["reference"] = p99 / ref, ref_name or "unloaded"
         report["attacks"][name] = row
         print(f"{name:10} victim {len(lat)}/{len(probe)} ok, p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms "
-              f"({p99 / base_p99:.2f}x unloaded{', %.2fx %s' % (p99 / ref, ref_name) if ref_name else ''}); "
+              f"({p99 / base_p99:.2f}x unloaded); "
               f"attacker got {row['attacker']}; "
               f"5xx {row['attacker_5xx']}, malformed {row['malformed_refusals']}, hung {tally.hung}")
         if bad:
             failures.append(f"{name}: {len(bad)} victim requests failed, e.g. {bad[0]}")
-        if name in REFERENCE.values():
-            pass  # a reference, not an attack: its latency is what it is
-        elif ref_name and ref_name not in report["attacks"]:
-            failures.append(f"{name}: run it after {ref_name}, its reference")
-        elif p99 > 3 * ref:
-            failures.append(f"{name}: victim p99 {p99 * 1e3:.1f} ms > 3x {row['reference']} {ref * 1e3:.1f} ms")
+        if p99 > 3 * base_p99:
+            failures.append(f"{name}: victim p99 {p99 * 1e3:.1f} ms > 3x unloaded {base_p99 * 1e3:.1f} ms")
         if tally.server_errors():
             failures.append(f"{name}: {tally.server_errors()} attacker requests got 5xx other than 503")
         if tally.malformed:
@@ -392,7 +387,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=15.0, help="victim probing per attack")
     ap.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=list(ATTACKS))
     ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--max-num-seqs", type=int, default=MAX_NUM_SEQS,
+                    help="the server's sequence capacity (the full and overload attacks scale with it)")
     args = ap.parse_args()
+    globals()["MAX_NUM_SEQS"] = args.max_num_seqs
     sys.exit(asyncio.run(main_async(args)))
 
 

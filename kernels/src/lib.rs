@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod cache_write;
+pub mod candidate_weights;
 pub mod check;
 #[cfg(feature = "cuda")]
 pub mod cuda;

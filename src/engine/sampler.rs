@@ -171,29 +171,13 @@ fn sample_random(logits: &mut [f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -
     let mut cands: Vec<(u32, f32)> = if p.top_k > 0 && p.top_k < logits.len() {
         top_k_of(logits, p.top_k)
     } else {
-        logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, l))
-            .collect()
+        indus_kernels::candidate_weights::all_candidates(logits)
     };
-    let max = cands.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-    for c in cands.iter_mut() {
-        c.1 = (c.1 - max) * inv_t;
-    }
-    if p.min_p > 0.0 {
-        // p / p_max = exp(scaled logit): the min-p test in the log domain, as the CUDA
-        // sampler does it (no exp rounding can move a token across the threshold).
-        let ln_min_p = p.min_p.ln();
-        cands.retain(|c| c.1 >= ln_min_p);
-    }
-    // The one exp both samplers use (kernels/src/fma_exp.rs): seeded sampling picks the
-    // same token on CPU and GPU.
-    let mut total = 0f32;
-    for c in cands.iter_mut() {
-        c.1 = indus_kernels::fma_exp::exp_fma(c.1);
-        total += c.1;
-    }
+    // min-p in the log domain and the one exp both samplers use (kernels/src/fma_exp.rs), so
+    // seeded sampling picks the same token on CPU and GPU.
+    let ln_min_p = (p.min_p > 0.0).then(|| p.min_p.ln());
+    let mut total =
+        indus_kernels::candidate_weights::candidate_weights(&mut cands, inv_t, ln_min_p);
     if p.top_p < 1.0 {
         sort_prefix_reaching(&mut cands, p.top_p * total);
         let limit = p.top_p * total;
@@ -209,14 +193,7 @@ fn sample_random(logits: &mut [f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -
         cands.truncate(keep);
         total = cands.iter().map(|c| c.1).sum();
     }
-    let mut r = rng.random::<f32>() * total;
-    for c in &cands {
-        r -= c.1;
-        if r <= 0.0 {
-            return c.0;
-        }
-    }
-    cands.last().map_or(0, |c| c.0)
+    indus_kernels::candidate_weights::draw(&cands, rng.random::<f32>() * total)
 }
 
 #[cfg(test)]

@@ -14,7 +14,12 @@
 //! 2. then waiting sequences — the best priority first, then round-robin across tenants
 //!    (see [`wait_queue`]), each tenant's in arrival order — starting from their cached
 //!    prefix, as long as blocks and budget last. No waiting sequence is admitted in a step
-//!    that had to preempt.
+//!    that had to preempt for memory.
+//!
+//! Slots are shared fairly too: when all `max_num_seqs` are taken and the next waiting
+//! tenant runs at least two sequences fewer than another, that other tenant's newest
+//! sequence is preempted for it (one a step). Otherwise a tenant holding every slot with long
+//! generations would make all others wait for one of its requests to end.
 
 mod sequence;
 mod wait_queue;
@@ -23,6 +28,7 @@ pub use sequence::{SeqStatus, Sequence};
 
 use crate::kv::{KvCacheManager, SeqId};
 use std::collections::HashMap;
+use std::sync::Arc;
 use wait_queue::WaitQueue;
 
 #[derive(Debug, Clone)]
@@ -138,6 +144,8 @@ impl Scheduler {
     pub fn schedule(&mut self, kv: &mut KvCacheManager) -> SchedulerOutput {
         let mut out = SchedulerOutput::default();
         let mut budget = self.config.max_num_batched_tokens;
+        self.share_slots(kv, &mut out);
+        let mut short_of_memory = false;
 
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
@@ -155,6 +163,7 @@ impl Scheduler {
                 let victim = *self.running.last().expect("running is not empty");
                 self.preempt(victim, kv);
                 out.preempted.push(victim);
+                short_of_memory = true;
                 if victim == id {
                     break false;
                 }
@@ -167,9 +176,13 @@ impl Scheduler {
             i += 1;
         }
 
-        if out.preempted.is_empty() {
+        if !short_of_memory {
+            let mut running_by_tenant = self.running_by_tenant();
             while budget > 0 && self.running.len() < self.config.max_num_seqs {
-                let Some((key, tenant)) = self.waiting.first() else {
+                let Some((key, tenant)) = self
+                    .waiting
+                    .first(|t| running_by_tenant.get(t).copied().unwrap_or(0))
+                else {
                     break;
                 };
                 let id = key.2;
@@ -207,6 +220,7 @@ impl Scheduler {
                 seq.num_computed = num_computed;
                 seq.status = SeqStatus::Running;
                 self.waiting.admit(&tenant, &key);
+                *running_by_tenant.entry(tenant).or_default() += 1;
                 let pos = self
                     .running
                     .partition_point(|r| self.seqs[r].wait_key() < key);
@@ -217,6 +231,38 @@ impl Scheduler {
         }
         out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
         out
+    }
+
+    fn running_by_tenant(&self) -> HashMap<Arc<str>, usize> {
+        let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
+        for id in &self.running {
+            *counts.entry(self.seqs[id].tenant.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// With every slot taken, frees one for the next waiting tenant when another tenant runs
+    /// at least two sequences more than it: that tenant's newest sequence of no better
+    /// priority is preempted. The gap of two makes it converge (a tenant never preempts its
+    /// way above another) and the waiting order then admits the poorer tenant first.
+    fn share_slots(&mut self, kv: &mut KvCacheManager, out: &mut SchedulerOutput) {
+        if self.running.len() < self.config.max_num_seqs {
+            return;
+        }
+        let counts = self.running_by_tenant();
+        let count = |t: &str| counts.get(t).copied().unwrap_or(0);
+        let Some((head, tenant)) = self.waiting.first(count) else {
+            return;
+        };
+        let mine = count(&tenant);
+        let victim = self.running.iter().rev().copied().find(|r| {
+            let seq = &self.seqs[r];
+            count(&seq.tenant) > mine + 1 && seq.priority >= head.0
+        });
+        if let Some(victim) = victim {
+            self.preempt(victim, kv);
+            out.preempted.push(victim);
+        }
     }
 
     fn scheduled(&self, id: SeqId, num_new: usize) -> ScheduledSeq {

@@ -1,8 +1,8 @@
 //! The waiting queue, fair across tenants. Each tenant (an opaque name the server passes
 //! with a request: its API key's name) has its own queue in (priority, arrival) order; the
-//! next sequence is the best priority among the tenants' heads, and among equal heads the
-//! tenant served least recently. A flood from one tenant then delays another tenant's
-//! request by at most one of the flood's requests per admission, never by the whole flood.
+//! next sequence is the best priority among the tenants' heads, among equal heads the
+//! tenant with the fewest running sequences, and then the tenant served least recently. A
+//! flood from one tenant then never goes ahead of a quieter tenant's request.
 
 use super::sequence::WaitKey;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -48,19 +48,21 @@ impl WaitQueue {
         }
     }
 
-    /// The sequence to admit next, with its tenant.
-    pub fn first(&self) -> Option<(WaitKey, Arc<str>)> {
-        let mut best: Option<(WaitKey, &Arc<str>)> = None;
+    /// The sequence to admit next, with its tenant; `running(tenant)` is how many sequences
+    /// that tenant has running now.
+    pub fn first(&self, running: impl Fn(&str) -> usize) -> Option<(WaitKey, Arc<str>)> {
+        let mut best: Option<((i32, usize), WaitKey, &Arc<str>)> = None;
         for t in &self.order {
             let Some(&head) = self.by_tenant.get(t).and_then(|q| q.first()) else {
                 continue;
             };
-            // Strictly better priority only: ties keep the least recently served tenant.
-            if best.is_none_or(|(b, _)| head.0 < b.0) {
-                best = Some((head, t));
+            let rank = (head.0, running(t));
+            // Strictly better rank only: ties keep the least recently served tenant.
+            if best.is_none_or(|(b, _, _)| rank < b) {
+                best = Some((rank, head, t));
             }
         }
-        best.map(|(k, t)| (k, t.clone()))
+        best.map(|(_, k, t)| (k, t.clone()))
     }
 
     /// Removes `key` (just admitted) and moves its tenant to the back of the order.
@@ -91,7 +93,7 @@ mod tests {
         q.insert(&b, (0, 101, 101));
         let mut served = Vec::new();
         for _ in 0..4 {
-            let (k, t) = q.first().unwrap();
+            let (k, t) = q.first(|_| 0).unwrap();
             q.admit(&t, &k);
             served.push((t.to_string(), k.2));
         }
@@ -106,7 +108,22 @@ mod tests {
         );
         // A better priority goes first whatever the turn.
         q.insert(&b, (-1, 200, 200));
-        assert_eq!(q.first().unwrap().0.2, 200);
+        assert_eq!(q.first(|_| 0).unwrap().0.2, 200);
         assert_eq!(q.len(), 99);
+    }
+
+    #[test]
+    fn the_tenant_running_fewer_sequences_goes_first() {
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        let mut q = WaitQueue::default();
+        q.insert(&a, (0, 0, 0));
+        q.insert(&b, (0, 1, 1));
+        // `a` is first in turn, but `b` runs nothing while `a` runs three.
+        let running = |t: &str| if t == "a" { 3 } else { 0 };
+        assert_eq!(q.first(running).unwrap().1, b);
+        // Priority still beats the running count.
+        q.insert(&a, (-1, 2, 2));
+        assert_eq!(q.first(running).unwrap().0.2, 2);
     }
 }
