@@ -48,6 +48,8 @@ DEFAULT_LLAMA = Path.home() / ".cache" / "indus" / "llama.cpp-0.3.36"
 FIXTURES = {
     "tiny-llama3": ("tiny-llama3", [("f16", "convert"), ("q8_0", "convert"), ("Q4_K_M", "quantize:f16")]),
     "tiny-qwen2": ("tiny-qwen2", [("q8_0", "convert")]),
+    # Qwen3 dense: per-head q/k RMSNorm, no qkv bias.
+    "tiny-qwen3": ("tiny-qwen3", [("q8_0", "convert")]),
     "tiny-smollm2-tok": ("build:smollm2", [("q8_0", "convert")]),
     # Mixture-of-experts files (experts stacked per projection) and Gemma 2 (both soft-caps,
     # alternating sliding windows); Q8_0 keeps them small.

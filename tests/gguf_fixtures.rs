@@ -15,11 +15,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const FILES: [&str; 9] = [
+const FILES: [&str; 10] = [
     "tiny-llama3.f16",
     "tiny-llama3.q8_0",
     "tiny-llama3.Q4_K_M",
     "tiny-qwen2.q8_0",
+    "tiny-qwen3.q8_0",
     "tiny-smollm2-tok.q8_0",
     "tiny-mixtral.q8_0",
     "tiny-qwen2-moe.q8_0",
@@ -110,6 +111,7 @@ fn quantized_weights_stay_quantized_and_track_the_golden() {
         "tiny-llama3.q8_0",
         "tiny-llama3.Q4_K_M",
         "tiny-qwen2.q8_0",
+        "tiny-qwen3.q8_0",
         "tiny-smollm2-tok.q8_0",
         "tiny-mixtral.q8_0",
         "tiny-qwen2-moe.q8_0",
@@ -142,12 +144,13 @@ fn quantized_weights_stay_quantized_and_track_the_golden() {
     }
 }
 
-/// What the metadata and tensors say of experts, soft-caps and windows is what the checkpoint
+/// What the metadata and tensors say of the architecture, experts, soft-caps and windows is what the checkpoint
 /// the file was converted from says (Gemma 2's `query_pre_attn_scalar` excepted: GGUF has no
 /// key for it, llama.cpp takes `head_dim`, and the fixture's source set it to 24).
 #[test]
 fn moe_and_gemma2_options_from_metadata_equal_the_checkpoints() {
     for (file, dir) in [
+        ("tiny-qwen3.q8_0", "tiny-qwen3"),
         ("tiny-mixtral.q8_0", "tiny-mixtral"),
         ("tiny-qwen2-moe.q8_0", "tiny-qwen2-moe"),
         ("tiny-qwen3-moe.q8_0", "tiny-qwen3-moe"),
