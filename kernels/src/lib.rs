@@ -15,6 +15,7 @@ mod elem;
 pub mod encoder_ops;
 pub mod fma_exp;
 pub mod gelu;
+pub mod int4_matmul;
 pub mod kv_layout;
 pub mod metadata;
 pub mod moe;

@@ -34,6 +34,15 @@ pub const PREFILL_HEAD_SIZES: [usize; 2] = [64, 128];
 /// covers the GQA group, capped at the last.
 pub const DECODE_GROUPS: [usize; 4] = [1, 2, 4, 8];
 
+/// Output columns per CTA of the int4 (W4A16) small-batch kernel, one per thread.
+pub const INT4_THREADS: u32 = 128;
+/// Inputs (K) per CTA of the int4 small-batch kernel: its split-K slice, a multiple of 8 (one packed word).
+pub const INT4_K_CHUNK: usize = 256;
+/// Rows (M) per launch of the int4 small-batch kernel, with an instance per tile size; above the last, the
+/// weight is dequantized and multiplied by cuBLAS.
+pub const INT4_M_TILES: [usize; 5] = [1, 2, 4, 8, 16];
+
+const _: () = assert!(INT4_K_CHUNK.is_multiple_of(8));
 const _: () = assert!(PREFILL_WARPS as usize * 16 == PREFILL_BM);
 // The Q tile is staged through the K tile's shared memory.
 const _: () = assert!(PREFILL_BM <= PREFILL_BN);
@@ -105,6 +114,8 @@ pub fn cuda_header() -> String {
     def("INDUS_PREFILL_THREADS", PREFILL_THREADS.to_string());
     def("INDUS_SAMPLE_THREADS", SAMPLE_THREADS.to_string());
     def("INDUS_SAMPLING_ROW_BYTES", SAMPLING_ROW_BYTES.to_string());
+    def("INDUS_INT4_THREADS", INT4_THREADS.to_string());
+    def("INDUS_INT4_K_CHUNK", INT4_K_CHUNK.to_string());
     // X-macros over the kernel instances: M(args..., value) for each value.
     let xmacro = |values: &[usize]| -> String {
         values
@@ -125,6 +136,7 @@ pub fn cuda_header() -> String {
         "INDUS_FOR_EACH_DECODE_GROUP(M, ...)",
         xmacro(&DECODE_GROUPS),
     );
+    def("INDUS_FOR_EACH_INT4_M_TILE(M, ...)", xmacro(&INT4_M_TILES));
     def("INDUS_EXP_LOG2E", c_float_literal(EXP_LOG2E));
     def("INDUS_EXP_SHIFTER", c_float_literal(EXP_SHIFTER));
     def("INDUS_EXP_NEG_LN2_HI", c_float_literal(-EXP_LN2_HI));

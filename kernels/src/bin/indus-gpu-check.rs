@@ -17,9 +17,10 @@ use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
 use candle_core::{DType, Device, Result, Tensor};
 use indus_kernels::check::suite::{self, Scale, SuiteOptions};
 use indus_kernels::check::{
-    AttentionInputs, Rng, ScoreRegime, SeqSpec, Verdict, decode_attention_bytes,
+    AttentionInputs, Int4Inputs, Rng, ScoreRegime, SeqSpec, Verdict, decode_attention_bytes,
     prefill_attention_flops, results_table,
 };
+use indus_kernels::int4_matmul::int4_matmul;
 use indus_kernels::metadata::AttentionMetadata;
 use indus_kernels::paged_attention::{DecodeSplit, PagedAttentionOptions, paged_attention_with};
 use indus_kernels::sampling::{self, SamplingRow};
@@ -354,6 +355,42 @@ fn bench(dev: &Device, rng: &mut Rng) -> Result<String> {
                 format!("bf16, {tokens} tokens, 4096 -> 14336, top 2 of 8 ({hit} experts hit)"),
                 ms,
                 (hit * 3 * h * i * 2) as f64,
+            );
+        }
+    }
+
+    // W4A16 against the bf16 GEMM of the same shape (Llama-3-8B's gate/up and down projections, group 128). The
+    // floor is the packed weight's bytes (nibbles, f16 scales, zeros) over the copy bandwidth; "vs bf16" is the
+    // bf16 matmul's time over the int4 one's (the target at M <= 16 is 3x).
+    for &(k, n) in &[(4096usize, 14336usize), (14336, 4096)] {
+        let w = Int4Inputs::random(k, n, Some(128), false, 1, rng);
+        let wt = w.tensors(dev)?;
+        let dense = to_dev(&rng.normals(k * n, 0.02), &[k, n], dt, dev)?;
+        let packed_bytes = (k * n / 2 + w.groups() * n * 2 + w.groups() * n / 2) as f64;
+        for &m in &[1usize, 16, 64, 256] {
+            let x = to_dev(&rng.normals(m * k, 1.0), &[m, k], dt, dev)?;
+            let int4_ms = time_ms(dev, 20, || {
+                int4_matmul(&x, &wt.matrix())?;
+                Ok(())
+            })?;
+            let bf16_ms = time_ms(dev, 20, || {
+                x.matmul(&dense)?;
+                Ok(())
+            })?;
+            let io = (m * (k + n) * 2) as f64;
+            row(
+                &mut t,
+                &format!("int4 W4A16 ({:.2}x vs bf16)", bf16_ms / int4_ms),
+                format!("M {m}, K {k}, N {n}, group 128"),
+                int4_ms,
+                packed_bytes + io,
+            );
+            row(
+                &mut t,
+                "bf16 matmul (cuBLAS)",
+                format!("M {m}, K {k}, N {n}"),
+                bf16_ms,
+                (k * n * 2) as f64 + io,
             );
         }
     }

@@ -494,6 +494,122 @@ pub fn prefill_attention_flops(seqs: &[SeqSpec], num_heads: usize, head_size: us
         .sum()
 }
 
+/// A random int4 (W4A16) layer in the packed layout of [`crate::int4_matmul`]: random nibbles and zeros, f16-exact
+/// scales of GPTQ's magnitude, and under act-order a `g_idx` from a random permutation of the inputs (as GPTQ's
+/// desc_act writes it).
+pub struct Int4Inputs {
+    pub k: usize,
+    pub n: usize,
+    pub group_size: Option<usize>,
+    pub zero_offset: u8,
+    pub qweight: Vec<i32>,
+    pub qzeros: Vec<i32>,
+    pub scales: Vec<f32>,
+    pub g_idx: Option<Vec<i32>>,
+}
+
+impl Int4Inputs {
+    pub fn random(
+        k: usize,
+        n: usize,
+        group_size: Option<usize>,
+        act_order: bool,
+        zero_offset: u8,
+        rng: &mut Rng,
+    ) -> Self {
+        let groups = group_size.map_or(1, |g| k.div_ceil(g));
+        let word = |rng: &mut Rng| rng.next_u64() as u32 as i32;
+        let qweight = (0..k / 8 * n).map(|_| word(rng)).collect();
+        let qzeros = (0..groups * n / 8).map(|_| word(rng)).collect();
+        let scales = (0..groups * n)
+            .map(|_| half::f16::from_f32(0.002 + 0.018 * rng.uniform()).to_f32())
+            .collect();
+        let g_idx = (act_order && group_size.is_some()).then(|| {
+            let gs = group_size.unwrap_or(k);
+            let mut perm: Vec<usize> = (0..k).collect();
+            for i in (1..k).rev() {
+                perm.swap(i, rng.below(i + 1));
+            }
+            perm.iter().map(|&p| (p / gs) as i32).collect()
+        });
+        Self {
+            k,
+            n,
+            group_size,
+            zero_offset,
+            qweight,
+            qzeros,
+            scales,
+            g_idx,
+        }
+    }
+
+    pub fn groups(&self) -> usize {
+        self.scales.len() / self.n
+    }
+
+    /// The packed tensors on `dev` (scales as f16, the checkpoints' dtype).
+    pub fn tensors(&self, dev: &candle_core::Device) -> candle_core::Result<Int4Tensors> {
+        use candle_core::{DType, Tensor};
+        let g = self.groups();
+        Ok(Int4Tensors {
+            k: self.k,
+            n: self.n,
+            group_size: self.group_size,
+            zero_offset: self.zero_offset,
+            qweight: Tensor::from_slice(&self.qweight, (self.k / 8, self.n), dev)?,
+            qzeros: Tensor::from_slice(&self.qzeros, (g, self.n / 8), dev)?,
+            scales: Tensor::from_slice(&self.scales, (g, self.n), dev)?.to_dtype(DType::F16)?,
+            g_idx: self
+                .g_idx
+                .as_ref()
+                .map(|g| Tensor::from_slice(g, self.k, dev))
+                .transpose()?,
+        })
+    }
+
+    /// The dense `[N, K]` f32 weight.
+    pub fn dense(&self) -> Vec<f32> {
+        crate::int4_matmul::dequantize_reference(
+            &self.qweight,
+            &self.qzeros,
+            &self.scales,
+            self.g_idx.as_deref(),
+            self.k,
+            self.n,
+            self.group_size,
+            self.zero_offset,
+        )
+    }
+}
+
+/// [`Int4Inputs`] as tensors on a device.
+pub struct Int4Tensors {
+    k: usize,
+    n: usize,
+    group_size: Option<usize>,
+    zero_offset: u8,
+    qweight: candle_core::Tensor,
+    qzeros: candle_core::Tensor,
+    scales: candle_core::Tensor,
+    g_idx: Option<candle_core::Tensor>,
+}
+
+impl Int4Tensors {
+    pub fn matrix(&self) -> crate::int4_matmul::Int4Matrix<'_> {
+        crate::int4_matmul::Int4Matrix {
+            k: self.k,
+            n: self.n,
+            group_size: self.group_size,
+            zero_offset: self.zero_offset,
+            qweight: &self.qweight,
+            qzeros: &self.qzeros,
+            scales: &self.scales,
+            g_idx: self.g_idx.as_ref(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

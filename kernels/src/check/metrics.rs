@@ -244,13 +244,14 @@ impl CheckResult {
 }
 
 /// The ops every full run must have checked: a run that silently skipped one (or recorded nothing) is not a pass.
-pub const EXPECTED_OPS: [&str; 11] = [
+pub const EXPECTED_OPS: [&str; 12] = [
     "write_kv_cache",
     "rms_norm",
     "fused_add_rms_norm",
     "rotary",
     "silu_mul",
     "fused_moe",
+    "int4_matmul",
     "paged_attention",
     "poison control",
     "fma_exp",

@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod suite;
 
 pub use inputs::{
-    AttentionCase, AttentionInputs, ScoreRegime, SeqSpec, decode_attention_bytes,
+    AttentionCase, AttentionInputs, Int4Inputs, ScoreRegime, SeqSpec, decode_attention_bytes,
     prefill_attention_flops,
 };
 pub use metrics::{

@@ -8,8 +8,8 @@
 //! told to read one key past a context must come out NaN exactly where the reference does.
 
 use super::inputs::{
-    AttentionInputs, SamplingKind, ScoreRegime, SeqSpec, norm_rows, sample_reference_parallel,
-    sampling_rows,
+    AttentionInputs, Int4Inputs, SamplingKind, ScoreRegime, SeqSpec, norm_rows,
+    sample_reference_parallel, sampling_rows,
 };
 use super::metrics::{CheckResult, Rng, compare, mismatches_exact, nan_mask_mismatches, tolerance};
 use crate::fma_exp::{exp_fma, exp_fma_tensor, exp_test_inputs};
@@ -66,6 +66,7 @@ pub fn run(
         s.guarded("rotary", dt, |s| s.check_rotary(dt));
         s.guarded("silu_mul", dt, |s| s.check_silu(dt));
         s.guarded("fused_moe", dt, |s| s.check_moe(dt));
+        s.guarded("int4_matmul", dt, |s| s.check_int4(dt));
         s.guarded("paged_attention", dt, |s| s.check_attention(dt));
         s.guarded("paged_attention (window, soft-cap)", dt, |s| {
             s.check_attention_variants(dt)
@@ -548,6 +549,60 @@ impl Suite<'_> {
                 &flat(&got)?,
                 &want,
                 inter,
+            );
+        }
+        Ok(())
+    }
+
+    /// The W4A16 matmul on the device (small-batch kernel up to 16 rows, dequantize + cuBLAS above) vs the f32
+    /// dequantized reference: odd K slices, a last group shorter than the others, act-order, one group, both zero
+    /// offsets, the tile boundaries M = 1, 3, 16, 17 and a prefill-sized M.
+    fn check_int4(&mut self, dt: DType) -> Result<()> {
+        type Case = (usize, usize, usize, Option<usize>, bool, u8);
+        let cases: Vec<Case> = self.pick(
+            &[
+                (1, 264, 64, Some(128), false, 1),
+                (3, 520, 136, Some(128), true, 0),
+            ],
+            &[
+                (1, 4096, 4096, Some(128), false, 1),
+                (3, 1000, 520, Some(128), true, 0),
+                (16, 2048, 1024, None, false, 1),
+                (17, 1024, 512, Some(128), true, 1),
+                (64, 2048, 1024, Some(128), false, 0),
+            ],
+            &[
+                (1, 4096, 4096, Some(128), false, 1),
+                (1, 14336, 4096, Some(128), true, 1),
+                (3, 1000, 520, Some(128), true, 0),
+                (8, 4096, 14336, Some(128), false, 1),
+                (16, 2048, 1024, None, false, 1),
+                (17, 1024, 512, Some(128), true, 1),
+                (64, 2048, 1024, Some(128), false, 0),
+                (300, 4096, 1024, Some(64), true, 1),
+            ],
+        );
+        for (m, k, n, gs, act, zo) in cases {
+            let w = Int4Inputs::random(k, n, gs, act, zo, &mut self.rng);
+            let x = self.rng.normals(m * k, 1.0);
+            let xr = rounded(&x, &[m, k], dt)?;
+            let dense = Tensor::from_vec(w.dense(), (n, k), &Device::Cpu)?;
+            let want = flat(&xr.matmul(&dense.t()?)?)?;
+            let wt = w.tensors(self.dev)?;
+            poison_pool(self.dev, 64 << 20)?;
+            let got =
+                crate::int4_matmul::int4_matmul(&to_dev(&x, &[m, k], dt, self.dev)?, &wt.matrix())?;
+            self.compared(
+                "int4_matmul",
+                dt,
+                format!(
+                    "M {m}, K {k}, N {n}, group {}, {}zero offset {zo}",
+                    gs.map_or("-1".into(), |g| g.to_string()),
+                    if act { "act-order, " } else { "" }
+                ),
+                &flat(&got)?,
+                &want,
+                n,
             );
         }
         Ok(())

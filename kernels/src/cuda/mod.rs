@@ -9,6 +9,7 @@
 //! pool), but the split-K plan and the metadata uploads must be made static per bucket first.
 
 pub(crate) mod attention;
+pub(crate) mod int4;
 pub(crate) mod ops;
 pub(crate) mod sampling;
 
@@ -40,6 +41,7 @@ pub(crate) enum Module {
     Rotary,
     Activation,
     Sampling,
+    Int4Matmul,
 }
 
 impl Module {
@@ -51,6 +53,7 @@ impl Module {
             Module::Rotary => fatbins::ROTARY,
             Module::Activation => fatbins::ACTIVATION,
             Module::Sampling => fatbins::SAMPLING,
+            Module::Int4Matmul => fatbins::INT4_MATMUL,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The in-memory int4 weight both formats load into (the layout the CUDA kernel will read):
+//! The in-memory int4 weight both formats load into (the layout the CUDA kernels read):
 //!
 //! - `qweight` `[K/8, N]` i32: `q[k, n]` at nibble `k % 8` of word `(k/8, n)` (GPTQ's layout;
 //!   AWQ's is repacked at load);
@@ -9,14 +9,14 @@
 //! - `g_idx` `[K]`: the group of input `k` under GPTQ act-order; `None` when it is
 //!   `k / group_size` (or 0 for one group).
 //!
-//! `W[n, k] = (q[k, n] − zero[g(k), n]) · scale[g(k), n]`. The CPU path dequantizes and
-//! multiplies in f32; the packed tensors are what stays in memory.
+//! `W[n, k] = (q[k, n] − zero[g(k), n]) · scale[g(k), n]`. The matmul is
+//! `indus_kernels::int4_matmul`: on the CPU it dequantizes and multiplies in f32, on CUDA the
+//! W4A16 kernels read the packed tensors, which are what stays in memory.
 
 use super::QuantMethod;
 use super::config::label;
-use super::pack::{NATURAL_ORDER, unpack_cols, unpack_rows};
 use crate::{ModelError, Result};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 #[derive(Debug, Clone)]
 pub struct Int4Weight {
@@ -145,45 +145,23 @@ impl Int4Weight {
             .sum()
     }
 
-    /// The group of each input.
-    fn group_of(&self) -> Result<Vec<usize>> {
-        Ok(match &self.g_idx {
-            Some(g) => g
-                .to_vec1::<i32>()?
-                .into_iter()
-                .map(|v| v as usize)
-                .collect(),
-            None => (0..self.k)
-                .map(|i| default_group(i, self.group_size))
-                .collect(),
-        })
+    /// The packed tensors as the kernels take them.
+    fn matrix(&self) -> indus_kernels::int4_matmul::Int4Matrix<'_> {
+        indus_kernels::int4_matmul::Int4Matrix {
+            k: self.k,
+            n: self.n,
+            group_size: self.group_size,
+            zero_offset: self.zero_offset,
+            qweight: &self.qweight,
+            qzeros: &self.qzeros,
+            scales: &self.scales,
+            g_idx: self.g_idx.as_ref(),
+        }
     }
 
-    /// The dense `[N, K]` weight, row-major, in f32.
+    /// The dense `[N, K]` weight, row-major, in f32 (the kernels' reference dequantization).
     pub fn dequantize_f32(&self) -> Result<Vec<f32>> {
-        let (k, n, groups) = (self.k, self.n, self.groups());
-        let q = unpack_rows(&self.qweight.flatten_all()?.to_vec1::<i32>()?, k, n);
-        let z = unpack_cols(
-            &self.qzeros.flatten_all()?.to_vec1::<i32>()?,
-            groups,
-            n,
-            &NATURAL_ORDER,
-        );
-        let s = self
-            .scales
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let group = self.group_of()?;
-        let offset = f32::from(self.zero_offset);
-        let mut out = vec![0f32; n * k];
-        for (kk, &g) in group.iter().enumerate() {
-            let (q, z, s) = (&q[kk * n..][..n], &z[g * n..][..n], &s[g * n..][..n]);
-            for nn in 0..n {
-                out[nn * k + kk] = (f32::from(q[nn]) - f32::from(z[nn]) - offset) * s[nn];
-            }
-        }
-        Ok(out)
+        Ok(self.matrix().dequantize_f32()?)
     }
 
     /// The dense `[N, K]` weight as a tensor of `dtype` on the weight's device.
@@ -192,11 +170,10 @@ impl Int4Weight {
         Ok(w.to_device(self.qweight.device())?.to_dtype(dtype)?)
     }
 
-    /// `x · Wᵀ` (no bias), computed in f32 and returned in `x`'s dtype.
+    /// `x · Wᵀ` (no bias) in `x`'s dtype: on the CPU the reference (dequantized, f32); on CUDA
+    /// the W4A16 kernels, the weight staying packed.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.dequantize(DType::F32)?;
-        let y = candle_nn::Linear::new(w, None).forward(&x.to_dtype(DType::F32)?)?;
-        Ok(y.to_dtype(x.dtype())?)
+        Ok(indus_kernels::int4_matmul::int4_matmul(x, &self.matrix())?)
     }
 
     /// Row blocks (output blocks) of one fused projection as one weight, when they share
@@ -253,7 +230,8 @@ fn default_group(i: usize, group_size: Option<usize>) -> usize {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::quant::pack::{pack_cols, pack_rows};
+    use crate::quant::pack::{NATURAL_ORDER, pack_cols, pack_rows};
+    use candle_core::Module;
 
     /// A random `[n, k]` int4 layer: values, zeros, f16-exact scales and the groups.
     pub(crate) struct Reference {
