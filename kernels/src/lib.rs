@@ -30,7 +30,9 @@ pub use activation::silu_mul;
 pub use cache_write::{write_kv_cache, write_step_kv_cache};
 pub use kv_layout::KvCacheShape;
 pub use metadata::AttentionMetadata;
-pub use moe::{ExpertWeights, fused_moe, fused_moe_reference, route_top_k};
+pub use moe::{
+    ExpertWeights, MoePath, MoePlan, fused_moe, fused_moe_reference, fused_moe_with, route_top_k,
+};
 pub use norm::{fused_add_rms_norm, rms_norm};
 pub use paged_attention::{
     AttentionVariant, PagedAttentionOptions, paged_attention, paged_attention_variant,

@@ -6,7 +6,12 @@
 //! choice; outputs are scattered back with their routing weight by one `index_add` per expert.
 //! It is built from candle ops (gather, matmul, the SwiGLU kernel, `index_add`), so it runs on
 //! any device; the grouping reads the routing on the host (one small copy per layer and step).
-//! A single grouped-GEMM CUDA launch per projection is not written yet.
+//!
+//! [`fused_moe_with`]`(.., MoePath::Grouped)` runs the same computation on CUDA as three
+//! launches whatever the number of experts (kernels/cuda/moe.cu): gate/up for every expert's
+//! tokens with the gather and the SwiGLU fused in, down, then the weighted sum of each token's
+//! choices. Its tiles come from a [`MoePlan`] made on the host. It is not yet the default:
+//! it has not been timed against the per-expert GEMMs on a GPU (`scripts/gpu-check.sh` does).
 //!
 //! [`fused_moe_reference`] is the plain per-token, per-choice loop in f32 that the grouped path
 //! is checked against.
@@ -40,10 +45,101 @@ fn check_shapes(x: &Tensor, ids: &Tensor, weights: &Tensor, w: &ExpertWeights) -
     Ok(())
 }
 
+/// How [`fused_moe_with`] runs the experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MoePath {
+    /// One GEMM per expert and projection through candle (any device).
+    #[default]
+    ExpertGemms,
+    /// The grouped kernels: three launches for all experts (CUDA; elsewhere the expert GEMMs).
+    Grouped,
+}
+
+/// The batch's (token, choice) pairs sorted by expert into slots, and those slots cut into
+/// row tiles of at most `MOE_BM` within one expert: what the grouped kernels iterate over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoePlan {
+    /// Token of each slot; an expert's slots are contiguous and in token order.
+    pub slot_token: Vec<u32>,
+    /// Slot of each flat choice `token * k + j`.
+    pub slot_of: Vec<u32>,
+    pub tile_expert: Vec<u32>,
+    pub tile_start: Vec<u32>,
+    pub tile_len: Vec<u32>,
+}
+
+impl MoePlan {
+    /// `ids`: the flat `[tokens * k]` expert of each choice.
+    pub fn new(ids: &[u32], k: usize, num_experts: usize, tile_rows: usize) -> Result<Self> {
+        let mut count = vec![0usize; num_experts];
+        for &e in ids {
+            let e = e as usize;
+            if e >= num_experts {
+                candle_core::bail!("fused_moe: expert id {e} out of {num_experts}");
+            }
+            count[e] += 1;
+        }
+        let mut start = vec![0usize; num_experts + 1];
+        for e in 0..num_experts {
+            start[e + 1] = start[e] + count[e];
+        }
+        let mut next = start.clone();
+        let mut slot_token = vec![0u32; ids.len()];
+        let mut slot_of = vec![0u32; ids.len()];
+        for (flat, &e) in ids.iter().enumerate() {
+            let slot = next[e as usize];
+            next[e as usize] += 1;
+            slot_token[slot] = (flat / k.max(1)) as u32;
+            slot_of[flat] = slot as u32;
+        }
+        let (mut tile_expert, mut tile_start, mut tile_len) = (Vec::new(), Vec::new(), Vec::new());
+        for e in 0..num_experts {
+            let mut s = start[e];
+            while s < start[e + 1] {
+                let len = tile_rows.min(start[e + 1] - s);
+                tile_expert.push(e as u32);
+                tile_start.push(s as u32);
+                tile_len.push(len as u32);
+                s += len;
+            }
+        }
+        Ok(Self {
+            slot_token,
+            slot_of,
+            tile_expert,
+            tile_start,
+            tile_len,
+        })
+    }
+}
+
 /// `x`: `[tokens, hidden]`; `ids`: `[tokens, k]` u32 expert of each choice; `weights`:
 /// `[tokens, k]` its routing weight (any float dtype). Returns `[tokens, hidden]` in x's dtype.
 pub fn fused_moe(x: &Tensor, ids: &Tensor, weights: &Tensor, w: &ExpertWeights) -> Result<Tensor> {
+    fused_moe_with(x, ids, weights, w, MoePath::default())
+}
+
+/// [`fused_moe`] by the chosen path.
+pub fn fused_moe_with(
+    x: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+    w: &ExpertWeights,
+    path: MoePath,
+) -> Result<Tensor> {
     check_shapes(x, ids, weights, w)?;
+    #[cfg(feature = "cuda")]
+    if path == MoePath::Grouped && x.device().is_cuda() {
+        let ids_host: Vec<u32> = ids.flatten_all()?.to_vec1()?;
+        let plan = MoePlan::new(
+            &ids_host,
+            ids.dim(1)?,
+            w.gate_up.dim(0)?,
+            crate::shared::MOE_BM,
+        )?;
+        return crate::cuda::moe::grouped(x, &plan, weights, ids.dim(1)?, w);
+    }
+    let _ = path;
     let (t, h) = x.dims2()?;
     let num_experts = w.gate_up.dim(0)?;
     let k = ids.dim(1)?;
@@ -171,6 +267,22 @@ mod tests {
             .unwrap()
             .to_scalar()
             .unwrap()
+    }
+
+    #[test]
+    fn the_plan_sorts_choices_by_expert_and_tiles_each_expert() {
+        // 5 tokens, top 2 of 3 experts; tiles of at most 2 rows.
+        let ids = [0, 2, 2, 0, 1, 2, 0, 2, 2, 1];
+        let plan = MoePlan::new(&ids, 2, 3, 2).unwrap();
+        // Expert 0: tokens 0, 1, 3; expert 1: 2, 4; expert 2: 0, 1, 2, 3, 4.
+        assert_eq!(plan.slot_token, [0, 1, 3, 2, 4, 0, 1, 2, 3, 4]);
+        for (flat, &slot) in plan.slot_of.iter().enumerate() {
+            assert_eq!(plan.slot_token[slot as usize] as usize, flat / 2);
+        }
+        assert_eq!(plan.tile_expert, [0, 0, 1, 2, 2, 2]);
+        assert_eq!(plan.tile_start, [0, 2, 3, 5, 7, 9]);
+        assert_eq!(plan.tile_len, [2, 1, 2, 2, 2, 1]);
+        assert!(MoePlan::new(&[3], 1, 3, 2).is_err());
     }
 
     #[test]

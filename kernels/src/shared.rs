@@ -42,7 +42,16 @@ pub const INT4_K_CHUNK: usize = 256;
 /// weight is dequantized and multiplied by cuBLAS.
 pub const INT4_M_TILES: [usize; 5] = [1, 2, 4, 8, 16];
 
+/// Output tile of the grouped MoE GEMMs (kernels/cuda/moe.cu): slots (token choices) by columns, the K depth
+/// staged per step, and threads per CTA (16 along N, the rest along M).
+pub const MOE_BM: usize = 32;
+pub const MOE_BN: usize = 64;
+pub const MOE_BK: usize = 32;
+pub const MOE_THREADS: u32 = 256;
+
 const _: () = assert!(INT4_K_CHUNK.is_multiple_of(8));
+const _: () =
+    assert!(MOE_BM.is_multiple_of(MOE_THREADS as usize / 16) && MOE_BN.is_multiple_of(16));
 const _: () = assert!(PREFILL_WARPS as usize * 16 == PREFILL_BM);
 // The Q tile is staged through the K tile's shared memory.
 const _: () = assert!(PREFILL_BM <= PREFILL_BN);
@@ -116,6 +125,10 @@ pub fn cuda_header() -> String {
     def("INDUS_SAMPLING_ROW_BYTES", SAMPLING_ROW_BYTES.to_string());
     def("INDUS_INT4_THREADS", INT4_THREADS.to_string());
     def("INDUS_INT4_K_CHUNK", INT4_K_CHUNK.to_string());
+    def("INDUS_MOE_BM", MOE_BM.to_string());
+    def("INDUS_MOE_BN", MOE_BN.to_string());
+    def("INDUS_MOE_BK", MOE_BK.to_string());
+    def("INDUS_MOE_THREADS", MOE_THREADS.to_string());
     // X-macros over the kernel instances: M(args..., value) for each value.
     let xmacro = |values: &[usize]| -> String {
         values

@@ -323,8 +323,9 @@ fn bench(dev: &Device, rng: &mut Rng) -> Result<String> {
         }
     }
 
-    // Mixture of experts, Mixtral-8x7B layer: 8 experts of 4096 -> 14336, top 2, grouped by
-    // expert (candle ops: one GEMM per expert and projection). Bytes: the experts the batch hits.
+    // Mixture of experts, Mixtral-8x7B layer: 8 experts of 4096 -> 14336, top 2: grouped by expert
+    // through candle (one GEMM per expert and projection) and the grouped kernels (three launches).
+    // Bytes: the experts the batch hits.
     {
         let (h, i, e, k) = (4096usize, 14336usize, 8usize, 2usize);
         let gu = to_dev(&rng.normals(e * 2 * i * h, 0.02), &[e, 2 * i, h], dt, dev)?;
@@ -345,17 +346,22 @@ fn bench(dev: &Device, rng: &mut Rng) -> Result<String> {
                 gate_up: &gu,
                 down: &dn,
             };
-            let ms = time_ms(dev, 10, || {
-                indus_kernels::fused_moe(&x, &ids, &w, &experts)?;
-                Ok(())
-            })?;
-            row(
-                &mut t,
-                "fused MoE (grouped by expert)",
-                format!("bf16, {tokens} tokens, 4096 -> 14336, top 2 of 8 ({hit} experts hit)"),
-                ms,
-                (hit * 3 * h * i * 2) as f64,
-            );
+            for (name, path) in [
+                ("expert GEMMs", indus_kernels::MoePath::ExpertGemms),
+                ("grouped kernels", indus_kernels::MoePath::Grouped),
+            ] {
+                let ms = time_ms(dev, 10, || {
+                    indus_kernels::fused_moe_with(&x, &ids, &w, &experts, path)?;
+                    Ok(())
+                })?;
+                row(
+                    &mut t,
+                    &format!("fused MoE ({name})"),
+                    format!("bf16, {tokens} tokens, 4096 -> 14336, top 2 of 8 ({hit} experts hit)"),
+                    ms,
+                    (hit * 3 * h * i * 2) as f64,
+                );
+            }
         }
     }
 

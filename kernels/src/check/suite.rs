@@ -651,23 +651,32 @@ impl Suite<'_> {
                 to_dev(&gu, &gs, dt, self.dev)?,
                 to_dev(&dn, &ds, dt, self.dev)?,
             );
-            let got = crate::fused_moe(
-                &to_dev(&x, &xs, dt, self.dev)?,
-                &ids.to_device(self.dev)?,
-                &weights.to_device(self.dev)?,
-                &crate::ExpertWeights {
-                    gate_up: &gu_dev,
-                    down: &dn_dev,
-                },
-            )?;
-            self.compared(
-                "fused_moe",
-                dt,
-                format!("{tokens} tokens, hidden {hidden}, inter {inter}, top {k} of {experts}"),
-                &flat(&got)?,
-                &want,
-                hidden,
-            );
+            for (name, path) in [
+                ("expert GEMMs", crate::MoePath::ExpertGemms),
+                ("grouped kernels", crate::MoePath::Grouped),
+            ] {
+                poison_pool(self.dev, 64 << 20)?;
+                let got = crate::fused_moe_with(
+                    &to_dev(&x, &xs, dt, self.dev)?,
+                    &ids.to_device(self.dev)?,
+                    &weights.to_device(self.dev)?,
+                    &crate::ExpertWeights {
+                        gate_up: &gu_dev,
+                        down: &dn_dev,
+                    },
+                    path,
+                )?;
+                self.compared(
+                    "fused_moe",
+                    dt,
+                    format!(
+                        "{name}: {tokens} tokens, hidden {hidden}, inter {inter}, top {k} of {experts}"
+                    ),
+                    &flat(&got)?,
+                    &want,
+                    hidden,
+                );
+            }
         }
         Ok(())
     }

@@ -3,14 +3,14 @@
 //! (split-K into a zeroed f32 buffer, then one pass converts it to x's dtype, unless K fits one slice); more
 //! rows: the weight dequantized to a dense `[K, N]` and multiplied by cuBLAS through candle.
 
-use super::{KernelType, Module, alloc, cfg, func, view, wrap};
+use super::{Held, KernelType, Module, alloc, cfg, func, view, wrap};
 use crate::int4_matmul::Int4Matrix;
 use crate::shared::{INT4_K_CHUNK, INT4_M_TILES, INT4_THREADS};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::WrapErr;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::{
-    CpuStorage, CudaDevice, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor,
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor,
 };
 use half::{bf16, f16};
 
@@ -55,35 +55,6 @@ struct Parts<'a> {
     g_idx: Option<&'a Tensor>,
 }
 
-/// A tensor's storage on the GPU, held for the launch.
-struct Held<'a> {
-    guard: candle_core::StorageRef<'a>,
-    layout: Layout,
-}
-
-impl<'a> Held<'a> {
-    fn of(t: &'a Tensor) -> Self {
-        let (guard, layout) = t.storage_and_layout();
-        Self {
-            guard,
-            layout: layout.clone(),
-        }
-    }
-
-    fn view<
-        T: candle_core::cuda_backend::CudaDType
-            + candle_core::cuda_backend::cudarc::driver::DeviceRepr,
-    >(
-        &self,
-        what: &str,
-    ) -> Result<CudaView<'_, T>> {
-        match &*self.guard {
-            Storage::Cuda(c) => view::<T>(c, &self.layout, what),
-            _ => candle_core::bail!("int4 matmul: {what} must be on the GPU"),
-        }
-    }
-}
-
 struct Gemv<'a>(Parts<'a>);
 
 impl CustomOp1 for Gemv<'_> {
@@ -110,10 +81,13 @@ impl CustomOp1 for Gemv<'_> {
             let xv = view::<T>(x, l, "int4-gemv x")?;
             let (qw, qz, sc) = (Held::of(p.qweight), Held::of(p.qzeros), Held::of(p.scales));
             let gi = p.g_idx.map(Held::of);
-            let qwv = qw.view::<i32>("qweight")?;
-            let qzv = qz.view::<i32>("qzeros")?;
-            let scv = sc.view::<f16>("scales")?;
-            let giv = gi.as_ref().map(|g| g.view::<i32>("g_idx")).transpose()?;
+            let qwv = qw.view::<i32>("int4 matmul: qweight")?;
+            let qzv = qz.view::<i32>("int4 matmul: qzeros")?;
+            let scv = sc.view::<f16>("int4 matmul: scales")?;
+            let giv = gi
+                .as_ref()
+                .map(|g| g.view::<i32>("int4 matmul: g_idx"))
+                .transpose()?;
             let mut y = alloc::<T>(dev, m * n)?;
             if m == 0 || n == 0 || k == 0 {
                 return Ok(wrap(dev, y));
@@ -208,9 +182,12 @@ impl CustomOp1 for Dequant<'_> {
             let qwv = view::<i32>(qw, l, "qweight")?;
             let (qz, sc) = (Held::of(p.qzeros), Held::of(p.scales));
             let gi = p.g_idx.map(Held::of);
-            let qzv = qz.view::<i32>("qzeros")?;
-            let scv = sc.view::<f16>("scales")?;
-            let giv = gi.as_ref().map(|g| g.view::<i32>("g_idx")).transpose()?;
+            let qzv = qz.view::<i32>("int4 matmul: qzeros")?;
+            let scv = sc.view::<f16>("int4 matmul: scales")?;
+            let giv = gi
+                .as_ref()
+                .map(|g| g.view::<i32>("int4 matmul: g_idx"))
+                .transpose()?;
             let mut wt = alloc::<T>(dev, k * n)?;
             if k == 0 || n == 0 {
                 return Ok(wrap(dev, wt));

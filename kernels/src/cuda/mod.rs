@@ -10,6 +10,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod int4;
+pub(crate) mod moe;
 pub(crate) mod ops;
 pub(crate) mod sampling;
 
@@ -42,6 +43,7 @@ pub(crate) enum Module {
     Activation,
     Sampling,
     Int4Matmul,
+    Moe,
 }
 
 impl Module {
@@ -54,6 +56,7 @@ impl Module {
             Module::Activation => fatbins::ACTIVATION,
             Module::Sampling => fatbins::SAMPLING,
             Module::Int4Matmul => fatbins::INT4_MATMUL,
+            Module::Moe => fatbins::MOE,
         }
     }
 }
@@ -160,6 +163,29 @@ pub(crate) fn cfg(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
         grid_dim: grid,
         block_dim: (block, 1, 1),
         shared_mem_bytes: 0,
+    }
+}
+
+/// A tensor's storage on the GPU, held for the launch.
+pub(crate) struct Held<'a> {
+    guard: candle_core::StorageRef<'a>,
+    layout: Layout,
+}
+
+impl<'a> Held<'a> {
+    pub(crate) fn of(t: &'a Tensor) -> Self {
+        let (guard, layout) = t.storage_and_layout();
+        Self {
+            guard,
+            layout: layout.clone(),
+        }
+    }
+
+    pub(crate) fn view<T: CudaDType + DeviceRepr>(&self, what: &str) -> Result<CudaView<'_, T>> {
+        match &*self.guard {
+            Storage::Cuda(c) => view::<T>(c, &self.layout, what),
+            _ => candle_core::bail!("{what} must be on the GPU"),
+        }
     }
 }
 
