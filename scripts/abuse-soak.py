@@ -382,6 +382,7 @@ async def run_all(srv, args):
 
 
 def main():
+    global MAX_NUM_SEQS
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="the indus binary")
     ap.add_argument("--seconds", type=float, default=15.0, help="victim probing per attack")
@@ -390,7 +391,7 @@ def main():
     ap.add_argument("--max-num-seqs", type=int, default=MAX_NUM_SEQS,
                     help="the server's sequence capacity (the full and overload attacks scale with it)")
     args = ap.parse_args()
-    globals()["MAX_NUM_SEQS"] = args.max_num_seqs
+    MAX_NUM_SEQS = args.max_num_seqs
     sys.exit(asyncio.run(main_async(args)))
 
 

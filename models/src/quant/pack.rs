@@ -20,18 +20,6 @@ pub fn pack_rows(values: &[u8], rows: usize, cols: usize) -> Vec<i32> {
     out.into_iter().map(|w| w as i32).collect()
 }
 
-/// Inverse of [`pack_rows`]: `[rows/8, cols]` words to `[rows, cols]` values.
-pub fn unpack_rows(words: &[i32], rows: usize, cols: usize) -> Vec<u8> {
-    let mut out = vec![0u8; rows * cols];
-    for r in 0..rows {
-        let shift = 4 * (r % 8);
-        for c in 0..cols {
-            out[r * cols + c] = ((words[(r / 8) * cols + c] as u32 >> shift) & 0xF) as u8;
-        }
-    }
-    out
-}
-
 /// `[rows, cols]` values packed along columns in `order`: `[rows, cols/8]` words, nibble `i`
 /// of word `(r, w)` holding column `8w + order[i]`.
 pub fn pack_cols(values: &[u8], rows: usize, cols: usize, order: &[usize; 8]) -> Vec<i32> {
@@ -67,6 +55,18 @@ pub fn unpack_cols(words: &[i32], rows: usize, cols: usize, order: &[usize; 8]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inverse of [`pack_rows`]: `[rows/8, cols]` words to `[rows, cols]` values.
+    fn unpack_rows(words: &[i32], rows: usize, cols: usize) -> Vec<u8> {
+        let mut out = vec![0u8; rows * cols];
+        for r in 0..rows {
+            let shift = 4 * (r % 8);
+            for c in 0..cols {
+                out[r * cols + c] = ((words[(r / 8) * cols + c] as u32 >> shift) & 0xF) as u8;
+            }
+        }
+        out
+    }
 
     fn values(n: usize, seed: u32) -> Vec<u8> {
         (0..n as u32)
