@@ -6,6 +6,7 @@
 //! semantics or the memory layout described in [`kv_layout`].
 
 pub mod activation;
+pub mod block_matmul;
 pub mod cache_write;
 pub mod candidate_weights;
 pub mod check;
@@ -21,7 +22,6 @@ pub mod metadata;
 pub mod moe;
 pub mod norm;
 pub mod paged_attention;
-pub mod q4_1_matmul;
 pub mod rotary;
 pub mod sampling;
 pub mod shared;

@@ -61,7 +61,7 @@ impl Linear {
             } => {
                 let dtype = x.dtype();
                 let x = x.to_dtype(DType::F32)?;
-                let y = match q4_1_on_cpu(weight, &x)? {
+                let y = match block_matmul_on_cpu(weight, &x)? {
                     Some(y) => y,
                     None => matmul.forward(&x)?,
                 };
@@ -165,23 +165,26 @@ pub fn type_name(t: GgmlDType) -> String {
     }
 }
 
-/// Q4_1 on the CPU through our AVX2 kernel (candle's is scalar for this type); `None` when
-/// another path applies.
-fn q4_1_on_cpu(weight: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
-    use indus_kernels::q4_1_matmul::{q4_1_matmul, q4_1_simd_available};
-    if weight.dtype() != GgmlDType::Q4_1
-        || !x.device().is_cpu()
-        || x.rank() == 0
-        || !q4_1_simd_available()
-    {
+/// Q4_1 and Q8_0 on the CPU through our AVX2 kernels (candle's Q4_1 is scalar, its Q8_0 one
+/// FMA chain per output); `None` when another path applies.
+fn block_matmul_on_cpu(weight: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+    use indus_kernels::block_matmul::{Q4_1, Q8_0, block_matmul, simd_available};
+    let run = match weight.dtype() {
+        GgmlDType::Q4_1 => block_matmul::<Q4_1>,
+        GgmlDType::Q8_0 => block_matmul::<Q8_0>,
+        _ => return Ok(None),
+    };
+    let &[n, k] = weight.shape().dims() else {
+        return Ok(None);
+    };
+    if !x.device().is_cpu() || x.rank() == 0 || !simd_available() {
         return Ok(None);
     }
-    let (n, k) = weight.shape().dims2()?;
     let lead = x.dims()[..x.rank() - 1].to_vec();
     let m: usize = lead.iter().product();
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let bytes = weight.data()?;
-    let y = q4_1_matmul(&xs, m, k, &bytes, n).map_err(candle_core::Error::Msg)?;
+    let y = run(&xs, m, k, &bytes, n).map_err(candle_core::Error::Msg)?;
     let mut shape = lead;
     shape.push(n);
     Ok(Some(Tensor::from_vec(y, shape, x.device())?))
@@ -286,6 +289,22 @@ mod tests {
         mixed.quantized_types(&mut types);
         assert_eq!(types.len(), 2);
         assert!(mixed.weight_bytes() < dense.weight_bytes() / 3);
+    }
+
+    #[test]
+    fn our_q4_1_and_q8_0_kernels_compute_what_candles_do() {
+        // Same activation quantization, same integer sums: only float summation order differs.
+        let x = weight(5, 576, 4);
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let q = Arc::new(QTensor::quantize(&weight(70, 576, 7), dtype).unwrap());
+            let ours = Linear::quantized(q.clone(), None)
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            let candle = QMatMul::from_arc(q).unwrap().forward(&x).unwrap();
+            let err = rel_l2(&ours, &candle);
+            assert!(err < 1e-5, "{dtype:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,430 @@
+//! `y = x · Wᵀ` for GGUF block-quantized weights on the CPU: Q4_1 and Q8_0, the types of
+//! SmolLM2's file (Q4_1 linears, a Q8_0 table tied to the output projection) and of most
+//! llama.cpp exports.
+//!
+//! candle 0.11 runs Q4_1 through its scalar `vec_dot_unopt` (~13× slower per decode token
+//! than llama.cpp) and Q8_0 through a dot product with one serial accumulator and no sharing
+//! of weight loads between activation rows. The computation here is the same as ggml's:
+//! activations quantized to 8-bit blocks with f16 scales exactly as ggml stores them, then per
+//! block `d_w·d_x·Σ q_w·q_x` (plus `m_w·s_x` for Q4_1). The integer sums run on AVX-512 VNNI
+//! (two blocks an instruction, `vpdpbusd`) where the CPU has it, else on AVX2; up to four
+//! activation rows share each unpacked weight block. Both SIMD paths keep even and odd blocks
+//! in separate float sums and fuse the same multiply-adds, so they give the same bits; each
+//! format's scalar `dot_scalar` is the reference they are tested against.
+
+mod q4_1;
+mod q8_0;
+
+pub use q4_1::{Q4_1, Q4_1_BLOCK_BYTES};
+pub use q8_0::{Q8_0, Q8_0_BLOCK_BYTES};
+
+/// Values per block (every format here).
+pub const QK: usize = 32;
+
+/// A weight block format: how one weight row is dotted with `N` quantized activation rows.
+pub trait BlockFormat {
+    /// llama.cpp's name, for errors.
+    const NAME: &'static str;
+    /// Bytes of one block of `QK` weights.
+    const BLOCK_BYTES: usize;
+    /// Whether the activation blocks carry `d·Σq` (ggml's Q8_1, for formats with a min).
+    const ACT_SUMS: bool;
+    /// One output, scalar: the reference.
+    fn dot_scalar(row: &[u8], x: &ActRow) -> f32;
+    /// `N` outputs of one weight row, AVX2. Every output gets the same arithmetic whatever `N`
+    /// is, so batching rows never changes a result.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N];
+    /// The same with AVX-512 (F, BW, VNNI), two blocks at a time: the same bits as AVX2.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N];
+}
+
+/// One activation row quantized to 8-bit blocks, laid out for wide loads: the values of every
+/// block back to back; per block the f16-rounded scale and (Q8_1) `d·Σq`; and per pair of
+/// blocks the same two spread over 16 lanes for the AVX-512 path (the scale of block `2p` in
+/// lanes 0–7 and of `2p + 1` in 8–15; the sums in lanes 0 and 8, zeros elsewhere).
+pub struct ActRow {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    pair_d: Vec<f32>,
+    pair_s: Vec<f32>,
+}
+
+impl ActRow {
+    /// ggml's `quantize_row_q8_0` / `quantize_row_q8_1`: per block the scale `amax / 127`
+    /// (stored as f16), values `round(x / scale)` with the unrounded scale, and for Q8_1 the
+    /// sum `scale·Σq` (also through f16).
+    fn quantize(x: &[f32], sums: bool) -> Self {
+        let nb = x.len() / QK;
+        let mut row = Self {
+            qs: vec![0; nb * QK],
+            d: Vec::with_capacity(nb),
+            s: Vec::with_capacity(nb),
+            pair_d: vec![0.0; nb.div_ceil(2) * 16],
+            pair_s: vec![0.0; nb.div_ceil(2) * 16],
+        };
+        for (b, (xs, qs)) in x
+            .chunks_exact(QK)
+            .zip(row.qs.chunks_exact_mut(QK))
+            .enumerate()
+        {
+            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, &v) in qs.iter_mut().zip(xs) {
+                *q = (v * id).round() as i8;
+                sum += i32::from(*q);
+            }
+            let d16 = half::f16::from_f32(d);
+            let s = match sums {
+                true => (half::f16::from_f32(sum as f32) * d16).to_f32(),
+                false => 0.0,
+            };
+            let lane = (b / 2) * 16 + (b % 2) * 8;
+            row.pair_d[lane..lane + 8].fill(d16.to_f32());
+            row.pair_s[lane] = s;
+            row.d.push(d16.to_f32());
+            row.s.push(s);
+        }
+        row
+    }
+
+    /// The values of block `b`.
+    fn block(&self, b: usize) -> &[i8] {
+        &self.qs[b * QK..(b + 1) * QK]
+    }
+
+    /// Raw pointers to the values, scales, sums, pair scales and pair sums, for the SIMD
+    /// loops. Panics unless the row has `blocks` blocks, so that the loops may read any block
+    /// below `blocks` without further checks.
+    #[cfg(target_arch = "x86_64")]
+    fn ptrs(&self, blocks: usize) -> RowPtrs {
+        assert_eq!(self.d.len(), blocks, "activation row of another length");
+        RowPtrs {
+            qs: self.qs.as_ptr(),
+            d: self.d.as_ptr(),
+            s: self.s.as_ptr(),
+            pair_d: self.pair_d.as_ptr(),
+            pair_s: self.pair_s.as_ptr(),
+        }
+    }
+}
+
+/// [`ActRow::ptrs`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct RowPtrs {
+    qs: *const i8,
+    d: *const f32,
+    s: *const f32,
+    pair_d: *const f32,
+    pair_s: *const f32,
+}
+
+/// Which dot product runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    Scalar,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Simd {
+    /// The best this CPU has.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                    return Self::Avx512Vnni;
+                }
+                return Self::Avx2;
+            }
+        }
+        Self::Scalar
+    }
+
+    /// Whether this CPU can run `self`.
+    fn available(self) -> bool {
+        matches!(
+            (self, Self::detect()),
+            (Self::Scalar, _) | (_, Self::Avx512Vnni) | (Self::Avx2, Self::Avx2)
+        )
+    }
+}
+
+/// The f16 at byte `at` of a block, as f32.
+#[inline(always)]
+fn f16_at(w: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([w[at], w[at + 1]]).to_f32()
+}
+
+/// The f16 at `ptr` (`*const u8`, unaligned), as f32 through F16C; used inside `unsafe`.
+/// A macro so that it is written into the SIMD loops: as a function, even `#[inline]`, it
+/// stayed a call there, and reading its result back through the stack stalled each block.
+#[cfg(target_arch = "x86_64")]
+macro_rules! f16c_at {
+    ($ptr:expr) => {{
+        let bits = i32::from(std::ptr::read_unaligned($ptr as *const u16));
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+use f16c_at;
+
+/// Whether this CPU runs a SIMD path.
+pub fn simd_available() -> bool {
+    Simd::detect() != Simd::Scalar
+}
+
+/// `[m, n]` = `x [m, k]` · `Wᵀ`, `w` the raw blocks of an `[n, k]` weight in format `F`.
+pub fn block_matmul<F: BlockFormat>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+) -> Result<Vec<f32>, String> {
+    matmul::<F>(x, m, k, w, n, Simd::detect())
+}
+
+/// The same with the dot product `simd` (an error if this CPU lacks it).
+pub fn block_matmul_with<F: BlockFormat>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    simd: Simd,
+) -> Result<Vec<f32>, String> {
+    if !simd.available() {
+        return Err(format!("{simd:?} is not available on this CPU"));
+    }
+    matmul::<F>(x, m, k, w, n, simd)
+}
+
+/// The scalar dot product only: the reference.
+pub fn block_matmul_reference<F: BlockFormat>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+) -> Result<Vec<f32>, String> {
+    matmul::<F>(x, m, k, w, n, Simd::Scalar)
+}
+
+/// Checks the operands' sizes: `x` is `[m, k]`, `w` holds `n` rows of `k / 32` blocks.
+fn check<F: BlockFormat>(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Result<(), String> {
+    let name = F::NAME;
+    if !k.is_multiple_of(QK) {
+        return Err(format!("{name} matmul: k = {k} is not a multiple of {QK}"));
+    }
+    if x.len() != m * k {
+        return Err(format!(
+            "{name} matmul: x has {} values, not {m}×{k}",
+            x.len()
+        ));
+    }
+    if w.len() != n * (k / QK) * F::BLOCK_BYTES {
+        return Err(format!(
+            "{name} matmul: weight has {} bytes, not {n} rows of {k} values",
+            w.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The output matrix, written by several workers at once: each `(row, column)` by exactly one.
+struct SharedOut(*mut f32);
+
+// SAFETY: workers write disjoint elements (each weight row belongs to one work item) and the
+// pool joins them before the buffer is read.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `i` is in bounds and no other worker writes it.
+    unsafe fn write(&self, i: usize, v: f32) {
+        unsafe { *self.0.add(i) = v }
+    }
+}
+
+/// Weight rows per work item.
+const ROWS: usize = 16;
+
+/// `N` activation rows against one weight row with the dot product `simd`.
+fn dot<F: BlockFormat, const N: usize>(row: &[u8], xs: [&ActRow; N], simd: Simd) -> [f32; N] {
+    match simd {
+        // SAFETY: `simd` is available (`Simd::detect`, or checked by `block_matmul_with`).
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512Vnni => unsafe { F::dot_avx512(row, xs) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { F::dot_avx2(row, xs) },
+        _ => xs.map(|x| F::dot_scalar(row, x)),
+    }
+}
+
+fn matmul<F: BlockFormat>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    simd: Simd,
+) -> Result<Vec<f32>, String> {
+    check::<F>(x, m, k, w, n)?;
+    let xq: Vec<ActRow> = x
+        .chunks_exact(k)
+        .map(|r| ActRow::quantize(r, F::ACT_SUMS))
+        .collect();
+    let row_bytes = k / QK * F::BLOCK_BYTES;
+    let mut y = vec![0f32; m * n];
+    let out = SharedOut(y.as_mut_ptr());
+    // Workers take runs of weight rows, each row for every activation row: the weights are
+    // read once per step whatever m is. candle's barrier pool, not rayon: candle's own
+    // quantized matmuls run there, and two pools of spinning workers on the same cores made
+    // each wait for the other (a decode step of SmolLM2 went from 17.0 to 10.8 ms).
+    // Within an item, four activation rows at a time go through all of its weight rows: the
+    // four stay in L1 and each output row is written in runs of `ROWS` columns (with one
+    // weight row at a time against all `m`, a 2 048-row prefill wrote every output to its
+    // own cache line and ran 1.6× slower).
+    let dot_rows = |items: std::ops::Range<usize>| {
+        for item in items {
+            let rows = item * ROWS..((item + 1) * ROWS).min(n);
+            let weight = |j: usize| &w[j * row_bytes..(j + 1) * row_bytes];
+            let mut i = 0;
+            while i + 4 <= m {
+                let xs = [&xq[i], &xq[i + 1], &xq[i + 2], &xq[i + 3]];
+                for j in rows.clone() {
+                    for (t, v) in dot::<F, 4>(weight(j), xs, simd).into_iter().enumerate() {
+                        // SAFETY: (i + t, j) is in bounds and only this item has column j.
+                        unsafe { out.write((i + t) * n + j, v) };
+                    }
+                }
+                i += 4;
+            }
+            for (t, xr) in xq.iter().enumerate().skip(i) {
+                for j in rows.clone() {
+                    let [v] = dot::<F, 1>(weight(j), [xr], simd);
+                    // SAFETY: (t, j) is in bounds and only this item has column j.
+                    unsafe { out.write(t * n + j, v) };
+                }
+            }
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(ROWS), dot_rows);
+    Ok(y)
+}
+
+/// Horizontal sum of the two accumulators of one output (even blocks, odd blocks).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum2(a: std::arch::x86_64::__m256, b: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let v = _mm256_add_ps(a, b);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// [`hsum2`] of a 16-lane accumulator's halves (even blocks low, odd blocks high).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn hsum_halves(v: std::arch::x86_64::__m512) -> f32 {
+    use std::arch::x86_64::*;
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    hsum2(lo, hi)
+}
+
+/// Lanes 0 and 8 of a 16-lane vector: the even and odd blocks' sums of the Q4_1 min term.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn lanes_0_and_8(v: std::arch::x86_64::__m512) -> (f32, f32) {
+    let mut a = [0f32; 16];
+    // SAFETY: `a` holds 16 floats.
+    unsafe { std::arch::x86_64::_mm512_storeu_ps(a.as_mut_ptr(), v) };
+    (a[0], a[8])
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    pub fn lcg(seed: &mut u64) -> u32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 33) as u32
+    }
+
+    pub fn activations(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| (lcg(&mut s) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    /// SIMD against the scalar reference, and rows in fours, one by one and alone all giving
+    /// the same bits.
+    pub fn simd_matches_reference<F: super::BlockFormat>(w: &[u8], n: usize, k: usize) {
+        use super::*;
+        let m = 6;
+        let x = activations(m * k, 9);
+        let r = block_matmul_reference::<F>(&x, m, k, w, n).unwrap();
+        let y = block_matmul::<F>(&x, m, k, w, n).unwrap();
+        for (a, b) in y.iter().zip(&r) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        for i in 0..m {
+            let alone = block_matmul::<F>(&x[i * k..(i + 1) * k], 1, k, w, n).unwrap();
+            assert_eq!(&y[i * n..(i + 1) * n], &alone[..], "row {i}");
+        }
+        // AVX2 and AVX-512 give the same bits, where this CPU has both.
+        if Simd::detect() == Simd::Avx512Vnni {
+            let avx2 = block_matmul_with::<F>(&x, m, k, w, n, Simd::Avx2).unwrap();
+            assert_eq!(y, avx2);
+        } else {
+            eprintln!("no AVX-512 VNNI on this CPU: one SIMD path checked");
+        }
+        assert!(check::<F>(&x, m, k + 1, w, n).is_err());
+        assert!(check::<F>(&x, m, k, &w[1..], n).is_err());
+    }
+
+    /// The reference against dequantize-then-matmul, within 8-bit activation rounding.
+    pub fn reference_matches_dense<F: super::BlockFormat>(
+        w: &[u8],
+        dense: &[f32],
+        n: usize,
+        k: usize,
+    ) {
+        let m = 3;
+        let x = activations(m * k, 5);
+        let y = super::block_matmul_reference::<F>(&x, m, k, w, n).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let exact: f32 = (0..k).map(|t| x[i * k + t] * dense[j * k + t]).sum();
+                let scale: f32 = (0..k)
+                    .map(|t| (x[i * k + t] * dense[j * k + t]).abs())
+                    .sum();
+                assert!(
+                    (y[i * n + j] - exact).abs() <= 0.02 * scale,
+                    "{} vs {exact}",
+                    y[i * n + j]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Q4_1 weights (`d`, `m` and 32 nibbles a block: value `d·q + m`) against ggml's Q8_1
+//! activation blocks (which also carry `d·Σq`, so the `m` term is one multiply-add a block).
+
+use super::{ActRow, BlockFormat, QK};
+
+/// Bytes of one Q4_1 block: f16 scale, f16 min, 16 bytes of nibbles.
+pub const Q4_1_BLOCK_BYTES: usize = 20;
+
+/// The Q4_1 format.
+pub enum Q4_1 {}
+
+/// A block's scale, min and nibbles.
+fn block(w: &[u8]) -> (f32, f32, &[u8]) {
+    (super::f16_at(w, 0), super::f16_at(w, 2), &w[4..20])
+}
+
+impl BlockFormat for Q4_1 {
+    const NAME: &'static str = "Q4_1";
+    const BLOCK_BYTES: usize = Q4_1_BLOCK_BYTES;
+    const ACT_SUMS: bool = true;
+
+    fn dot_scalar(row: &[u8], x: &ActRow) -> f32 {
+        let mut sumf = 0f32;
+        for (b, wb) in row.chunks_exact(Q4_1_BLOCK_BYTES).enumerate() {
+            let (d, m, qs) = block(wb);
+            let xq = x.block(b);
+            let mut sumi = 0i32;
+            for (j, &q) in qs.iter().enumerate() {
+                let (lo, hi) = (i32::from(q & 0x0F), i32::from(q >> 4));
+                sumi += lo * i32::from(xq[j]) + hi * i32::from(xq[j + QK / 2]);
+            }
+            sumf += d * x.d[b] * sumi as f32 + m * x.s[b];
+        }
+        sumf
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+        // SAFETY: the caller checked AVX2 and FMA.
+        unsafe { avx2::dot(row, xs) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+        // SAFETY: the caller checked AVX-512 F/BW/VNNI, AVX2 and FMA.
+        unsafe { avx512::dot(row, xs) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::{f16c_at, hsum2};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Block `b` (at `wb`) of one weight row into the sums (`dot`, `min`) of every activation
+    /// row `x`. A macro, not a function, so that nothing of it stays a call. Used inside
+    /// `unsafe`: `wb` points at a whole block and every row of `x` holds block `b`.
+    macro_rules! add_block {
+        ($dot:expr, $min:expr, $wb:expr, $x:expr, $b:expr) => {{
+            let wb: *const u8 = $wb;
+            let (d, m) = (f16c_at!(wb), f16c_at!(wb.add(2)));
+            let packed = _mm_loadu_si128(wb.add(4) as *const __m128i);
+            let low_mask = _mm_set1_epi8(0x0F);
+            let lo = _mm_and_si128(packed, low_mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+            // Values 0..16 are the low nibbles, 16..32 the high ones: ggml's Q4_1 order.
+            let w = _mm256_set_m128i(hi, lo);
+            for r in 0..N {
+                let x = $x[r];
+                let xq = _mm256_loadu_si256(x.qs.add($b * QK) as *const __m256i);
+                // Unsigned nibbles × signed int8 → pairs summed in i16 (at most 2·15·127).
+                let prod16 = _mm256_maddubs_epi16(w, xq);
+                let prod32 = _mm256_madd_epi16(prod16, _mm256_set1_epi16(1));
+                let scale = _mm256_set1_ps(d * *x.d.add($b));
+                $dot[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(prod32), $dot[r]);
+                $min[r] = m.mul_add(*x.s.add($b), $min[r]);
+            }
+        }};
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn dot<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+        let nb = row.len() / Q4_1_BLOCK_BYTES;
+        let x = xs.map(|x| x.ptrs(nb));
+        let w = row.as_ptr();
+        // Even and odd blocks in two sets of sums: two FMA chains instead of one.
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let (mut even_min, mut odd_min) = ([0f32; N], [0f32; N]);
+        // SAFETY: blocks below `nb` lie in `row`, and `ptrs` checked that each activation
+        // row has `nb` blocks.
+        unsafe {
+            for b in (0..nb & !1).step_by(2) {
+                add_block!(even, even_min, w.add(b * Q4_1_BLOCK_BYTES), x, b);
+                add_block!(odd, odd_min, w.add((b + 1) * Q4_1_BLOCK_BYTES), x, b + 1);
+            }
+            if nb % 2 == 1 {
+                add_block!(
+                    even,
+                    even_min,
+                    w.add((nb - 1) * Q4_1_BLOCK_BYTES),
+                    x,
+                    nb - 1
+                );
+            }
+        }
+        let mut out = [0f32; N];
+        for r in 0..N {
+            out[r] = hsum2(even[r], odd[r]) + (even_min[r] + odd_min[r]);
+        }
+        out
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::super::{f16c_at, hsum_halves, lanes_0_and_8};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Blocks `2p` (at `w0`) and `2p + 1` (at `w1`; a zero block after an odd last block, with
+    /// `$full` false) into the sums of every activation row. Used inside `unsafe`: both point
+    /// at whole blocks and every row of `x` holds block `2p` (and `2p + 1` when `$full`).
+    macro_rules! add_pair {
+        ($acc:expr, $acc_m:expr, $w0:expr, $w1:expr, $x:expr, $p:expr, $full:expr) => {{
+            let (w0, w1): (*const u8, *const u8) = ($w0, $w1);
+            let (p0, p1) = (
+                _mm_loadu_si128(w0.add(4) as *const __m128i),
+                _mm_loadu_si128(w1.add(4) as *const __m128i),
+            );
+            // 128-bit lanes [p0, p0, p1, p1]; the odd lanes take the high nibbles: block 2p's
+            // values 0..32 in lanes 0–1, block 2p+1's in 2–3, as the activations lie.
+            let v = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set_m128i(p0, p0)),
+                _mm256_set_m128i(p1, p1),
+            );
+            let shifted = _mm512_srli_epi16::<4>(v);
+            let blended = _mm512_mask_blend_epi64(0b1100_1100, v, shifted);
+            let w = _mm512_and_si512(blended, _mm512_set1_epi8(0x0F));
+            // Scales and mins of the two blocks over 16 lanes: 2p's in 0–7, 2p+1's in 8–15.
+            let wd = _mm512_mask_blend_ps(
+                0xFF00,
+                _mm512_set1_ps(f16c_at!(w0)),
+                _mm512_set1_ps(f16c_at!(w1)),
+            );
+            let wm = _mm512_mask_blend_ps(
+                0xFF00,
+                _mm512_set1_ps(f16c_at!(w0.add(2))),
+                _mm512_set1_ps(f16c_at!(w1.add(2))),
+            );
+            for r in 0..N {
+                let x = $x[r];
+                let at = x.qs.add(2 * $p * QK);
+                let xq = match $full {
+                    true => _mm512_loadu_si512(at as *const __m512i),
+                    false => _mm512_maskz_loadu_epi8(0xFFFF_FFFF, at),
+                };
+                // Sums of four unsigned × signed products in i32 lanes: lanes 0–7 block 2p,
+                // 8–15 block 2p+1 (the same lanes AVX2's maddubs + madd fill).
+                let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xq);
+                let scale = _mm512_mul_ps(wd, _mm512_loadu_ps(x.pair_d.add($p * 16)));
+                $acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(prod), $acc[r]);
+                $acc_m[r] = _mm512_fmadd_ps(wm, _mm512_loadu_ps(x.pair_s.add($p * 16)), $acc_m[r]);
+            }
+        }};
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) fn dot<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+        let nb = row.len() / Q4_1_BLOCK_BYTES;
+        let x = xs.map(|x| x.ptrs(nb));
+        let w = row.as_ptr();
+        let zero_block = [0u8; Q4_1_BLOCK_BYTES];
+        let mut acc = [_mm512_setzero_ps(); N];
+        let mut acc_m = [_mm512_setzero_ps(); N];
+        // SAFETY: blocks below `nb` lie in `row`; `ptrs` checked that each activation row has
+        // `nb` blocks (and its pair vectors `nb.div_ceil(2)` pairs); the last odd block is read
+        // with its pair's upper half masked off.
+        unsafe {
+            for p in 0..nb / 2 {
+                let w0 = w.add(2 * p * Q4_1_BLOCK_BYTES);
+                add_pair!(acc, acc_m, w0, w0.add(Q4_1_BLOCK_BYTES), x, p, true);
+            }
+            if nb % 2 == 1 {
+                let w0 = w.add((nb - 1) * Q4_1_BLOCK_BYTES);
+                add_pair!(acc, acc_m, w0, zero_block.as_ptr(), x, nb / 2, false);
+            }
+        }
+        let mut out = [0f32; N];
+        for r in 0..N {
+            let (even, odd) = lanes_0_and_8(acc_m[r]);
+            out[r] = hsum_halves(acc[r]) + (even + odd);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{lcg, reference_matches_dense, simd_matches_reference};
+    use super::*;
+    use half::f16;
+
+    fn random_q4_1(n: usize, k: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        let mut out = Vec::new();
+        for _ in 0..n * k / QK {
+            let d = f16::from_f32((lcg(&mut s) % 1000) as f32 / 20000.0);
+            let m = f16::from_f32(-((lcg(&mut s) % 1000) as f32) / 5000.0);
+            out.extend_from_slice(&d.to_le_bytes());
+            out.extend_from_slice(&m.to_le_bytes());
+            for _ in 0..16 {
+                out.push(lcg(&mut s) as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn simd_equals_the_scalar_reference() {
+        // An even and an odd number of blocks a row.
+        for (k, n) in [(576, 37), (608, 9)] {
+            simd_matches_reference::<Q4_1>(&random_q4_1(n, k, 1), n, k);
+        }
+    }
+
+    #[test]
+    fn reference_equals_dequantize_then_matmul_within_activation_quantization() {
+        let (k, n) = (64, 4);
+        let w = random_q4_1(n, k, 3);
+        // Dequantize: value j of a block = d·q + m.
+        let mut dense = vec![0f32; n * k];
+        for (b, wb) in w.chunks_exact(Q4_1_BLOCK_BYTES).enumerate() {
+            let (d, mn, qs) = block(wb);
+            for (j, &q) in qs.iter().enumerate() {
+                dense[b * QK + j] = d * f32::from(q & 0xF) + mn;
+                dense[b * QK + j + 16] = d * f32::from(q >> 4) + mn;
+            }
+        }
+        reference_matches_dense::<Q4_1>(&w, &dense, n, k);
+    }
+}
