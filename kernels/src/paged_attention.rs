@@ -296,18 +296,26 @@ impl PagedAttention {
         let group = num_heads / shape.num_kv_heads;
         let bs = shape.block_size;
         let mut out = vec![T::from_f32(0.0); q.len()];
-        let mut scores: Vec<f32> = Vec::new();
-        let mut acc = vec![0f32; hs];
+        // Each query token's sequence and its offset in it.
+        let mut tokens = Vec::with_capacity(num_tokens);
         for s in 0..self.meta.num_seqs() {
             let (q_start, q_end) = (
                 self.meta.query_start_loc[s] as usize,
                 self.meta.query_start_loc[s + 1] as usize,
             );
-            let ctx = self.meta.context_lens[s] as usize;
-            let q_len = q_end - q_start;
-            let table = self.meta.block_table(s);
-            for j in 0..q_len {
-                let t = q_start + j;
+            tokens.extend((0..q_end - q_start).map(|j| (s, j, q_end - q_start)));
+        }
+        let shared = SharedRows(out.as_mut_ptr());
+        // Query tokens are independent: they run on candle's worker pool (a 512-token prefill
+        // spent a third of its time here on one core); each output row is computed the same
+        // way whichever worker takes it.
+        let attend = |range: std::ops::Range<usize>| {
+            let mut scores: Vec<f32> = Vec::new();
+            let mut acc = vec![0f32; hs];
+            for t in range {
+                let (s, j, q_len) = tokens[t];
+                let ctx = self.meta.context_lens[s] as usize;
+                let table = self.meta.block_table(s);
                 let visible = ctx - q_len + j + 1;
                 // Keys at positions first..visible: the window's (p - window, p].
                 let first = match self.variant.window {
@@ -321,12 +329,7 @@ impl PagedAttention {
                     let mut max = f32::NEG_INFINITY;
                     for pos in first..visible {
                         let base = shape.offset(table[pos / bs] as usize, kv_h, pos % bs);
-                        let k_row = &k[base..base + hs];
-                        let dot: f32 = q_row
-                            .iter()
-                            .zip(k_row)
-                            .map(|(a, b)| a.to_f32() * b.to_f32())
-                            .sum();
+                        let dot = dot(q_row, &k[base..base + hs]);
                         let score = match self.variant.softcap {
                             Some(cap) => cap * (dot * self.scale / cap).tanh(),
                             None => dot * self.scale,
@@ -346,14 +349,51 @@ impl PagedAttention {
                             *a += w * vv.to_f32();
                         }
                     }
-                    let o = &mut out[(t * num_heads + h) * hs..][..hs];
+                    // SAFETY: row (t, h) is in `out` and only the worker with token t writes it.
+                    let o = unsafe { shared.row((t * num_heads + h) * hs, hs) };
                     for (dst, a) in o.iter_mut().zip(&acc) {
                         *dst = T::from_f32(a / denom);
                     }
                 }
             }
-        }
+        };
+        candle_core::utils::barrier_pool().execute_chunked(num_tokens, attend);
         Ok(out)
+    }
+}
+
+/// `q · k` in eight interleaved partial sums (one serial sum of 64 products was most of a
+/// long prefill's attention time); the order is fixed, so every row gets the same bits.
+fn dot<T: Elem>(q: &[T], k: &[T]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (qc, kc) = (q.chunks_exact(8), k.chunks_exact(8));
+    let (q_rest, k_rest) = (qc.remainder(), kc.remainder());
+    for (a, b) in qc.zip(kc) {
+        for i in 0..8 {
+            lanes[i] += a[i].to_f32() * b[i].to_f32();
+        }
+    }
+    let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (a, b) in q_rest.iter().zip(k_rest) {
+        sum += a.to_f32() * b.to_f32();
+    }
+    sum
+}
+
+/// The output, written by several workers at once: each (token, head) row by exactly one.
+struct SharedRows<T>(*mut T);
+
+// SAFETY: workers write disjoint rows (each query token belongs to one work item) and the pool
+// joins them before the buffer is read.
+unsafe impl<T: Send> Sync for SharedRows<T> {}
+
+impl<T> SharedRows<T> {
+    /// # Safety
+    /// `start..start + len` is in bounds and no other worker touches it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, start: usize, len: usize) -> &mut [T] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
 

@@ -276,6 +276,40 @@ fn dot<F: BlockFormat, const N: usize>(row: &[u8], xs: [&ActRow; N], simd: Simd)
     }
 }
 
+/// Every activation row quantized, on the worker pool when there are many (a prefill's 2 048
+/// rows took 4 % of a step on one core).
+fn quantize_rows(x: &[f32], m: usize, k: usize, sums: bool) -> Vec<ActRow> {
+    if m < 16 {
+        return x
+            .chunks_exact(k)
+            .map(|r| ActRow::quantize(r, sums))
+            .collect();
+    }
+    let mut rows: Vec<Option<ActRow>> = (0..m).map(|_| None).collect();
+    let slots = SharedSlots(rows.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(m, |range| {
+        for i in range {
+            // SAFETY: slot i is in bounds and only the worker given row i writes it.
+            unsafe { slots.put(i, ActRow::quantize(&x[i * k..(i + 1) * k], sums)) };
+        }
+    });
+    rows.into_iter().flatten().collect()
+}
+
+/// Slots of quantized rows, filled by several workers at once: each by exactly one.
+struct SharedSlots(*mut Option<ActRow>);
+
+// SAFETY: workers write disjoint slots and the pool joins them before the vector is read.
+unsafe impl Sync for SharedSlots {}
+
+impl SharedSlots {
+    /// # Safety
+    /// `i` is in bounds and no other worker touches it.
+    unsafe fn put(&self, i: usize, row: ActRow) {
+        unsafe { *self.0.add(i) = Some(row) }
+    }
+}
+
 fn matmul<F: BlockFormat>(
     x: &[f32],
     m: usize,
@@ -285,46 +319,54 @@ fn matmul<F: BlockFormat>(
     simd: Simd,
 ) -> Result<Vec<f32>, String> {
     check::<F>(x, m, k, w, n)?;
-    let xq: Vec<ActRow> = x
-        .chunks_exact(k)
-        .map(|r| ActRow::quantize(r, F::ACT_SUMS))
-        .collect();
+    let pool = candle_core::utils::barrier_pool();
+    let xq = quantize_rows(x, m, k, F::ACT_SUMS);
     let row_bytes = k / QK * F::BLOCK_BYTES;
     let mut y = vec![0f32; m * n];
     let out = SharedOut(y.as_mut_ptr());
-    // Workers take runs of weight rows, each row for every activation row: the weights are
-    // read once per step whatever m is. candle's barrier pool, not rayon: candle's own
-    // quantized matmuls run there, and two pools of spinning workers on the same cores made
-    // each wait for the other (a decode step of SmolLM2 went from 17.0 to 10.8 ms).
-    // Within an item, four activation rows at a time go through all of its weight rows: the
-    // four stay in L1 and each output row is written in runs of `ROWS` columns (with one
-    // weight row at a time against all `m`, a 2 048-row prefill wrote every output to its
-    // own cache line and ran 1.6× slower).
-    let dot_rows = |items: std::ops::Range<usize>| {
-        for item in items {
-            let rows = item * ROWS..((item + 1) * ROWS).min(n);
-            let weight = |j: usize| &w[j * row_bytes..(j + 1) * row_bytes];
-            let mut i = 0;
-            while i + 4 <= m {
-                let xs = [&xq[i], &xq[i + 1], &xq[i + 2], &xq[i + 3]];
+    // Activation rows `i..i + G` against every weight row of `rows`.
+    let group = |i: usize, rows: std::ops::Range<usize>, g: usize| {
+        let weight = |j: usize| &w[j * row_bytes..(j + 1) * row_bytes];
+        macro_rules! run {
+            ($n:literal) => {{
+                let xs: [&ActRow; $n] = std::array::from_fn(|t| &xq[i + t]);
                 for j in rows.clone() {
-                    for (t, v) in dot::<F, 4>(weight(j), xs, simd).into_iter().enumerate() {
+                    for (t, v) in dot::<F, $n>(weight(j), xs, simd).into_iter().enumerate() {
                         // SAFETY: (i + t, j) is in bounds and only this item has column j.
                         unsafe { out.write((i + t) * n + j, v) };
                     }
                 }
-                i += 4;
-            }
-            for (t, xr) in xq.iter().enumerate().skip(i) {
-                for j in rows.clone() {
-                    let [v] = dot::<F, 1>(weight(j), [xr], simd);
-                    // SAFETY: (t, j) is in bounds and only this item has column j.
-                    unsafe { out.write(t * n + j, v) };
+            }};
+        }
+        match g {
+            8 => run!(8),
+            4 => run!(4),
+            _ => run!(1),
+        }
+    };
+    // Rows per group: eight where AVX-512's 32 registers hold their sums, else four.
+    let widest = if simd == Simd::Avx512Vnni { 8 } else { 4 };
+    // Workers take runs of weight rows, each row for every activation row: the weights are
+    // read once per step whatever m is. candle's barrier pool, not rayon: candle's own
+    // quantized matmuls run there, and two pools of spinning workers on the same cores made
+    // each wait for the other (a decode step of SmolLM2 went from 17.0 to 10.8 ms).
+    // Within an item, a group of activation rows at a time goes through all of its weight
+    // rows: the group stays in L1 and each output row is written in runs of `ROWS` columns
+    // (with one weight row at a time against all `m`, a 2 048-row prefill wrote every output
+    // to its own cache line and ran 1.6× slower).
+    let dot_rows = |items: std::ops::Range<usize>| {
+        for item in items {
+            let rows = item * ROWS..((item + 1) * ROWS).min(n);
+            let mut i = 0;
+            for g in [widest, 4, 1] {
+                while i + g <= m {
+                    group(i, rows.clone(), g);
+                    i += g;
                 }
             }
         }
     };
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(ROWS), dot_rows);
+    pool.execute_chunked(n.div_ceil(ROWS), dot_rows);
     Ok(y)
 }
 
@@ -381,7 +423,8 @@ pub(crate) mod test_support {
     /// the same bits.
     pub fn simd_matches_reference<F: super::BlockFormat>(w: &[u8], n: usize, k: usize) {
         use super::*;
-        let m = 6;
+        // Groups of eight (AVX-512), four and one, and a parallel quantization (m ≥ 16).
+        let m = 21;
         let x = activations(m * k, 9);
         let r = block_matmul_reference::<F>(&x, m, k, w, n).unwrap();
         let y = block_matmul::<F>(&x, m, k, w, n).unwrap();
