@@ -37,13 +37,13 @@ pub trait BlockFormat {
     /// # Safety
     /// The CPU has AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N];
+    unsafe fn dot_avx2<const N: usize>(row: &[u8], xs: &[RowPtrs; N]) -> [f32; N];
     /// The same with AVX-512 (F, BW, VNNI), two blocks at a time: the same bits as AVX2.
     ///
     /// # Safety
     /// The CPU has AVX-512 F, BW and VNNI, AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx512<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N];
+    unsafe fn dot_avx512<const N: usize>(row: &[u8], xs: &[RowPtrs; N]) -> [f32; N];
 }
 
 /// One activation row quantized to 8-bit blocks, laid out for wide loads: the values of every
@@ -76,7 +76,14 @@ impl ActRow {
             .zip(row.qs.chunks_exact_mut(QK))
             .enumerate()
         {
-            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            // Eight running maxima, then one: the same value as a serial fold, vectorized.
+            let mut lanes = [0f32; 8];
+            for c in xs.chunks_exact(8) {
+                for (l, &v) in lanes.iter_mut().zip(c) {
+                    *l = l.max(v.abs());
+                }
+            }
+            let amax = lanes.iter().fold(0f32, |a, &l| a.max(l));
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let mut sum = 0i32;
@@ -104,12 +111,11 @@ impl ActRow {
     }
 
     /// Raw pointers to the values, scales, sums, pair scales and pair sums, for the SIMD
-    /// loops. Panics unless the row has `blocks` blocks, so that the loops may read any block
-    /// below `blocks` without further checks.
+    /// loops (made once per group of rows, not once per weight row).
     #[cfg(target_arch = "x86_64")]
-    fn ptrs(&self, blocks: usize) -> RowPtrs {
-        assert_eq!(self.d.len(), blocks, "activation row of another length");
+    fn ptrs(&self) -> RowPtrs {
         RowPtrs {
+            blocks: self.d.len(),
             qs: self.qs.as_ptr(),
             d: self.d.as_ptr(),
             s: self.s.as_ptr(),
@@ -119,10 +125,12 @@ impl ActRow {
     }
 }
 
-/// [`ActRow::ptrs`].
+/// An [`ActRow`] as the SIMD loops read it: they check `blocks` against the weight row once
+/// and then read any block below it unchecked.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct RowPtrs {
+pub struct RowPtrs {
+    blocks: usize,
     qs: *const i8,
     d: *const f32,
     s: *const f32,
@@ -264,15 +272,32 @@ impl SharedOut {
 const ROWS: usize = 16;
 
 /// `N` activation rows against one weight row with the dot product `simd`.
-fn dot<F: BlockFormat, const N: usize>(row: &[u8], xs: [&ActRow; N], simd: Simd) -> [f32; N] {
+fn dot<F: BlockFormat, const N: usize>(row: &[u8], xs: &Group<N>, simd: Simd) -> [f32; N] {
     match simd {
         // SAFETY: `simd` is available (`Simd::detect`, or checked by `block_matmul_with`).
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512Vnni => unsafe { F::dot_avx512(row, xs) },
+        Simd::Avx512Vnni => unsafe { F::dot_avx512(row, &xs.ptrs) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { F::dot_avx2(row, xs) },
-        _ => xs.map(|x| F::dot_scalar(row, x)),
+        Simd::Avx2 => unsafe { F::dot_avx2(row, &xs.ptrs) },
+        _ => xs.rows.map(|x| F::dot_scalar(row, x)),
+    }
+}
+
+/// `N` activation rows, and their pointers for the SIMD loops.
+struct Group<'a, const N: usize> {
+    rows: [&'a ActRow; N],
+    #[cfg(target_arch = "x86_64")]
+    ptrs: [RowPtrs; N],
+}
+
+impl<'a, const N: usize> Group<'a, N> {
+    fn new(rows: [&'a ActRow; N]) -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            ptrs: rows.map(ActRow::ptrs),
+            rows,
+        }
     }
 }
 
@@ -329,9 +354,9 @@ fn matmul<F: BlockFormat>(
         let weight = |j: usize| &w[j * row_bytes..(j + 1) * row_bytes];
         macro_rules! run {
             ($n:literal) => {{
-                let xs: [&ActRow; $n] = std::array::from_fn(|t| &xq[i + t]);
+                let xs = Group::<$n>::new(std::array::from_fn(|t| &xq[i + t]));
                 for j in rows.clone() {
-                    for (t, v) in dot::<F, $n>(weight(j), xs, simd).into_iter().enumerate() {
+                    for (t, v) in dot::<F, $n>(weight(j), &xs, simd).into_iter().enumerate() {
                         // SAFETY: (i + t, j) is in bounds and only this item has column j.
                         unsafe { out.write((i + t) * n + j, v) };
                     }

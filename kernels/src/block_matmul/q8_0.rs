@@ -2,6 +2,8 @@
 //! blocks: the format of tied embedding / output tables in most llama.cpp exports, where the
 //! output projection is the largest single matmul of a decode step.
 
+#[cfg(target_arch = "x86_64")]
+use super::RowPtrs;
 use super::{ActRow, BlockFormat, QK};
 
 /// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
@@ -35,13 +37,13 @@ impl BlockFormat for Q8_0 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+    unsafe fn dot_avx2<const N: usize>(row: &[u8], xs: &[RowPtrs; N]) -> [f32; N] {
         // SAFETY: the caller checked AVX2 and FMA.
         unsafe { avx2::dot(row, xs) }
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx512<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+    unsafe fn dot_avx512<const N: usize>(row: &[u8], xs: &[RowPtrs; N]) -> [f32; N] {
         // SAFETY: the caller checked AVX-512 F/BW/VNNI, AVX2 and FMA.
         unsafe { avx512::dot(row, xs) }
     }
@@ -77,14 +79,17 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+    pub(super) fn dot<const N: usize>(row: &[u8], x: &[RowPtrs; N]) -> [f32; N] {
         let nb = row.len() / Q8_0_BLOCK_BYTES;
-        let x = xs.map(|x| x.ptrs(nb));
+        assert!(
+            x.iter().all(|x| x.blocks == nb),
+            "activation row of another length"
+        );
         let w = row.as_ptr();
         // Even and odd blocks in two sets of sums: two FMA chains instead of one.
         let (mut even, mut odd) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-        // SAFETY: blocks below `nb` lie in `row`, and `ptrs` checked that each activation
-        // row has `nb` blocks.
+        // SAFETY: blocks below `nb` lie in `row`, and each activation row has `nb` blocks
+        // (asserted above).
         unsafe {
             for b in (0..nb & !1).step_by(2) {
                 add_block!(even, w.add(b * Q8_0_BLOCK_BYTES), x, b);
@@ -142,15 +147,18 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub(super) fn dot<const N: usize>(row: &[u8], xs: [&ActRow; N]) -> [f32; N] {
+    pub(super) fn dot<const N: usize>(row: &[u8], x: &[RowPtrs; N]) -> [f32; N] {
         let nb = row.len() / Q8_0_BLOCK_BYTES;
-        let x = xs.map(|x| x.ptrs(nb));
+        assert!(
+            x.iter().all(|x| x.blocks == nb),
+            "activation row of another length"
+        );
         let w = row.as_ptr();
         let zero_block = [0u8; Q8_0_BLOCK_BYTES];
         let mut acc = [_mm512_setzero_ps(); N];
-        // SAFETY: blocks below `nb` lie in `row`; `ptrs` checked that each activation row has
-        // `nb` blocks (and its pair vectors `nb.div_ceil(2)` pairs); the last odd block is read
-        // with its pair's upper half masked off.
+        // SAFETY: blocks below `nb` lie in `row`; each activation row has `nb` blocks and
+        // `nb.div_ceil(2)` pairs (asserted above); the last odd block is read with its pair's
+        // upper half masked off.
         unsafe {
             for p in 0..nb / 2 {
                 let w0 = w.add(2 * p * Q8_0_BLOCK_BYTES);
