@@ -67,6 +67,7 @@ run_all llama.cpp http://127.0.0.1:8091 smollm2
 kill $lpid; wait $lpid 2>/dev/null || true
 
 log "indus serve"
+# RAYON_NUM_THREADS also sizes candle's worker pool, where the CPU kernels run (CANDLE_NUM_THREADS wins if set).
 RAYON_NUM_THREADS=$THREADS "$INDUS" serve "$GGUF" --served-model-name smollm2 --port 8092 \
   --max-num-seqs 16 >"$OUT/indus-serve.log" 2>&1 &
 ipid=$!

@@ -141,7 +141,10 @@ fn the_plain_attention_is_the_reference() {
             &library_reference(&inp),
             128,
         );
-        assert!(c.worst_row_rel_l2 < 1e-5, "{regime:?}: {c:?}");
+        // The library sums q·k in eight lanes, this plain version serially: with scores 40×
+        // the usual size the softmax turns that order into ~3e-5 on the worst row, still well
+        // inside the f32 row tolerance (2e-4) the GPU check applies.
+        assert!(c.worst_row_rel_l2 < 1e-4, "{regime:?}: {c:?}");
     }
 }
 

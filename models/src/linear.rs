@@ -165,7 +165,7 @@ pub fn type_name(t: GgmlDType) -> String {
     }
 }
 
-/// Q4_1 and Q8_0 on the CPU through our AVX2 kernels (candle's Q4_1 is scalar, its Q8_0 one
+/// Q4_1 and Q8_0 on the CPU through our AVX2 / AVX-512 kernels (candle's Q4_1 is scalar, its Q8_0 one
 /// FMA chain per output); `None` when another path applies.
 fn block_matmul_on_cpu(weight: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     use indus_kernels::block_matmul::{Q4_1, Q8_0, block_matmul, simd_available};

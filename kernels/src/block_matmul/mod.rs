@@ -6,9 +6,9 @@
 //! than llama.cpp) and Q8_0 through a dot product with one serial accumulator and no sharing
 //! of weight loads between activation rows. The computation here is the same as ggml's:
 //! activations quantized to 8-bit blocks with f16 scales exactly as ggml stores them, then per
-//! block `d_w·d_x·Σ q_w·q_x` (plus `m_w·s_x` for Q4_1). The integer sums run on AVX-512 VNNI
-//! (two blocks an instruction, `vpdpbusd`) where the CPU has it, else on AVX2; up to four
-//! activation rows share each unpacked weight block. Both SIMD paths keep even and odd blocks
+//! block `d_w·d_x·Σ q_w·q_x` (plus `m_w·s_x` for Q4_1, summed 16 blocks a vector). The integer sums run on AVX-512 VNNI
+//! (two blocks an instruction, `vpdpbusd`) where the CPU has it, else on AVX2; up to eight
+//! activation rows (four on AVX2) share each unpacked weight block. Both SIMD paths keep even and odd blocks
 //! in separate float sums and fuse the same multiply-adds, so they give the same bits; each
 //! format's scalar `dot_scalar` is the reference they are tested against.
 
@@ -47,15 +47,15 @@ pub trait BlockFormat {
 }
 
 /// One activation row quantized to 8-bit blocks, laid out for wide loads: the values of every
-/// block back to back; per block the f16-rounded scale and (Q8_1) `d·Σq`; and per pair of
-/// blocks the same two spread over 16 lanes for the AVX-512 path (the scale of block `2p` in
-/// lanes 0–7 and of `2p + 1` in 8–15; the sums in lanes 0 and 8, zeros elsewhere).
+/// block back to back; per block the f16-rounded scale, and per pair of blocks the scale spread
+/// over 16 lanes for the AVX-512 path (block `2p`'s in lanes 0–7, `2p + 1`'s in 8–15); for
+/// Q8_1 per block `d·Σq`, zero-padded to a multiple of 16 blocks (the min term is summed 16
+/// blocks a vector).
 pub struct ActRow {
     qs: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
     pair_d: Vec<f32>,
-    pair_s: Vec<f32>,
 }
 
 impl ActRow {
@@ -67,9 +67,8 @@ impl ActRow {
         let mut row = Self {
             qs: vec![0; nb * QK],
             d: Vec::with_capacity(nb),
-            s: Vec::with_capacity(nb),
+            s: vec![0.0; nb.div_ceil(16) * 16],
             pair_d: vec![0.0; nb.div_ceil(2) * 16],
-            pair_s: vec![0.0; nb.div_ceil(2) * 16],
         };
         for (b, (xs, qs)) in x
             .chunks_exact(QK)
@@ -98,9 +97,8 @@ impl ActRow {
             };
             let lane = (b / 2) * 16 + (b % 2) * 8;
             row.pair_d[lane..lane + 8].fill(d16.to_f32());
-            row.pair_s[lane] = s;
             row.d.push(d16.to_f32());
-            row.s.push(s);
+            row.s[b] = s;
         }
         row
     }
@@ -120,7 +118,6 @@ impl ActRow {
             d: self.d.as_ptr(),
             s: self.s.as_ptr(),
             pair_d: self.pair_d.as_ptr(),
-            pair_s: self.pair_s.as_ptr(),
         }
     }
 }
@@ -135,7 +132,6 @@ pub struct RowPtrs {
     d: *const f32,
     s: *const f32,
     pair_d: *const f32,
-    pair_s: *const f32,
 }
 
 /// Which dot product runs.
@@ -416,16 +412,6 @@ fn hsum_halves(v: std::arch::x86_64::__m512) -> f32 {
     let lo = _mm512_castps512_ps256(v);
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
     hsum2(lo, hi)
-}
-
-/// Lanes 0 and 8 of a 16-lane vector: the even and odd blocks' sums of the Q4_1 min term.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn lanes_0_and_8(v: std::arch::x86_64::__m512) -> (f32, f32) {
-    let mut a = [0f32; 16];
-    // SAFETY: `a` holds 16 floats.
-    unsafe { std::arch::x86_64::_mm512_storeu_ps(a.as_mut_ptr(), v) };
-    (a[0], a[8])
 }
 
 #[cfg(test)]

@@ -49,19 +49,38 @@ impl BlockFormat for Q4_1 {
     }
 }
 
+/// The mins of blocks `16c..16c + 16` of a weight row (zeros past its `nb` blocks), the
+/// weight side of the min term `Σ m_b·s_b`, which both SIMD paths sum 16 blocks a vector (in
+/// the same lanes, so with the same bits). Used inside `unsafe` with F16C: `w` points at `nb`
+/// blocks.
+#[cfg(target_arch = "x86_64")]
+macro_rules! chunk_mins {
+    ($w:expr, $nb:expr, $c:expr) => {{
+        let mut mins = [0f32; 16];
+        for (l, m) in mins.iter_mut().enumerate() {
+            let b = 16 * $c + l;
+            if b < $nb {
+                *m = super::super::f16c_at!($w.add(b * Q4_1_BLOCK_BYTES + 2));
+            }
+        }
+        mins
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::super::{f16c_at, hsum2};
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Block `b` (at `wb`) of one weight row into the sums (`dot`, `min`) of every activation
-    /// row `x`. A macro, not a function, so that nothing of it stays a call. Used inside
-    /// `unsafe`: `wb` points at a whole block and every row of `x` holds block `b`.
+    /// Block `b` (at `wb`) of one weight row into the sums of every activation row `x` (the
+    /// min term is summed apart). A macro, not a function, so that nothing of it stays a
+    /// call. Used inside `unsafe`: `wb` points at a whole block and every row of `x` holds
+    /// block `b`.
     macro_rules! add_block {
-        ($dot:expr, $min:expr, $wb:expr, $x:expr, $b:expr) => {{
+        ($dot:expr, $wb:expr, $x:expr, $b:expr) => {{
             let wb: *const u8 = $wb;
-            let (d, m) = (f16c_at!(wb), f16c_at!(wb.add(2)));
+            let d = f16c_at!(wb);
             let packed = _mm_loadu_si128(wb.add(4) as *const __m128i);
             let low_mask = _mm_set1_epi8(0x0F);
             let lo = _mm_and_si128(packed, low_mask);
@@ -76,7 +95,6 @@ mod avx2 {
                 let prod32 = _mm256_madd_epi16(prod16, _mm256_set1_epi16(1));
                 let scale = _mm256_set1_ps(d * *x.d.add($b));
                 $dot[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(prod32), $dot[r]);
-                $min[r] = m.mul_add(*x.s.add($b), $min[r]);
             }
         }};
     }
@@ -91,27 +109,34 @@ mod avx2 {
         let w = row.as_ptr();
         // Even and odd blocks in two sets of sums: two FMA chains instead of one.
         let (mut even, mut odd) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-        let (mut even_min, mut odd_min) = ([0f32; N], [0f32; N]);
-        // SAFETY: blocks below `nb` lie in `row`, and each activation row has `nb` blocks
-        // (asserted above).
+        // The min term over 16 lanes, as two halves.
+        let (mut min_lo, mut min_hi) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        // SAFETY: blocks below `nb` lie in `row`, and each activation row has `nb` blocks and
+        // its sums `nb.div_ceil(16) * 16` (asserted above).
         unsafe {
             for b in (0..nb & !1).step_by(2) {
-                add_block!(even, even_min, w.add(b * Q4_1_BLOCK_BYTES), x, b);
-                add_block!(odd, odd_min, w.add((b + 1) * Q4_1_BLOCK_BYTES), x, b + 1);
+                add_block!(even, w.add(b * Q4_1_BLOCK_BYTES), x, b);
+                add_block!(odd, w.add((b + 1) * Q4_1_BLOCK_BYTES), x, b + 1);
             }
             if nb % 2 == 1 {
-                add_block!(
-                    even,
-                    even_min,
-                    w.add((nb - 1) * Q4_1_BLOCK_BYTES),
-                    x,
-                    nb - 1
+                add_block!(even, w.add((nb - 1) * Q4_1_BLOCK_BYTES), x, nb - 1);
+            }
+            for c in 0..nb.div_ceil(16) {
+                let mins = chunk_mins!(w, nb, c);
+                let (lo, hi) = (
+                    _mm256_loadu_ps(mins.as_ptr()),
+                    _mm256_loadu_ps(mins[8..].as_ptr()),
                 );
+                for r in 0..N {
+                    let s = x[r].s.add(16 * c);
+                    min_lo[r] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(s), min_lo[r]);
+                    min_hi[r] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(s.add(8)), min_hi[r]);
+                }
             }
         }
         let mut out = [0f32; N];
         for r in 0..N {
-            out[r] = hsum2(even[r], odd[r]) + (even_min[r] + odd_min[r]);
+            out[r] = hsum2(even[r], odd[r]) + hsum2(min_lo[r], min_hi[r]);
         }
         out
     }
@@ -119,15 +144,16 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::super::{f16c_at, hsum_halves, lanes_0_and_8};
+    use super::super::{f16c_at, hsum_halves};
     use super::*;
     use std::arch::x86_64::*;
 
     /// Blocks `2p` (at `w0`) and `2p + 1` (at `w1`; a zero block after an odd last block, with
-    /// `$full` false) into the sums of every activation row. Used inside `unsafe`: both point
-    /// at whole blocks and every row of `x` holds block `2p` (and `2p + 1` when `$full`).
+    /// `$full` false) into the sums of every activation row (the min term is summed apart).
+    /// Used inside `unsafe`: both point at whole blocks and every row of `x` holds block `2p`
+    /// (and `2p + 1` when `$full`).
     macro_rules! add_pair {
-        ($acc:expr, $acc_m:expr, $w0:expr, $w1:expr, $x:expr, $p:expr, $full:expr) => {{
+        ($acc:expr, $w0:expr, $w1:expr, $x:expr, $p:expr, $full:expr) => {{
             let (w0, w1): (*const u8, *const u8) = ($w0, $w1);
             let (p0, p1) = (
                 _mm_loadu_si128(w0.add(4) as *const __m128i),
@@ -142,17 +168,9 @@ mod avx512 {
             let shifted = _mm512_srli_epi16::<4>(v);
             let blended = _mm512_mask_blend_epi64(0b1100_1100, v, shifted);
             let w = _mm512_and_si512(blended, _mm512_set1_epi8(0x0F));
-            // Scales and mins of the two blocks over 16 lanes: 2p's in 0–7, 2p+1's in 8–15.
-            let wd = _mm512_mask_blend_ps(
-                0xFF00,
-                _mm512_set1_ps(f16c_at!(w0)),
-                _mm512_set1_ps(f16c_at!(w1)),
-            );
-            let wm = _mm512_mask_blend_ps(
-                0xFF00,
-                _mm512_set1_ps(f16c_at!(w0.add(2))),
-                _mm512_set1_ps(f16c_at!(w1.add(2))),
-            );
+            // Scales of the two blocks over 16 lanes: 2p's in 0–7, 2p+1's in 8–15.
+            let (d0, d1) = (_mm512_set1_ps(f16c_at!(w0)), _mm512_set1_ps(f16c_at!(w1)));
+            let wd = _mm512_mask_blend_ps(0xFF00, d0, d1);
             for r in 0..N {
                 let x = $x[r];
                 let at = x.qs.add(2 * $p * QK);
@@ -165,7 +183,6 @@ mod avx512 {
                 let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xq);
                 let scale = _mm512_mul_ps(wd, _mm512_loadu_ps(x.pair_d.add($p * 16)));
                 $acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(prod), $acc[r]);
-                $acc_m[r] = _mm512_fmadd_ps(wm, _mm512_loadu_ps(x.pair_s.add($p * 16)), $acc_m[r]);
             }
         }};
     }
@@ -181,23 +198,29 @@ mod avx512 {
         let zero_block = [0u8; Q4_1_BLOCK_BYTES];
         let mut acc = [_mm512_setzero_ps(); N];
         let mut acc_m = [_mm512_setzero_ps(); N];
-        // SAFETY: blocks below `nb` lie in `row`; each activation row has `nb` blocks and
-        // `nb.div_ceil(2)` pairs (asserted above); the last odd block is read with its pair's
-        // upper half masked off.
+        // SAFETY: blocks below `nb` lie in `row`; each activation row has `nb` blocks,
+        // `nb.div_ceil(2)` pairs and `nb.div_ceil(16) * 16` sums (asserted above); the last
+        // odd block is read with its pair's upper half masked off.
         unsafe {
             for p in 0..nb / 2 {
                 let w0 = w.add(2 * p * Q4_1_BLOCK_BYTES);
-                add_pair!(acc, acc_m, w0, w0.add(Q4_1_BLOCK_BYTES), x, p, true);
+                add_pair!(acc, w0, w0.add(Q4_1_BLOCK_BYTES), x, p, true);
             }
             if nb % 2 == 1 {
                 let w0 = w.add((nb - 1) * Q4_1_BLOCK_BYTES);
-                add_pair!(acc, acc_m, w0, zero_block.as_ptr(), x, nb / 2, false);
+                add_pair!(acc, w0, zero_block.as_ptr(), x, nb / 2, false);
+            }
+            for c in 0..nb.div_ceil(16) {
+                let mins = _mm512_loadu_ps(chunk_mins!(w, nb, c).as_ptr());
+                for r in 0..N {
+                    let s = _mm512_loadu_ps(x[r].s.add(16 * c));
+                    acc_m[r] = _mm512_fmadd_ps(mins, s, acc_m[r]);
+                }
             }
         }
         let mut out = [0f32; N];
         for r in 0..N {
-            let (even, odd) = lanes_0_and_8(acc_m[r]);
-            out[r] = hsum_halves(acc[r]) + (even + odd);
+            out[r] = hsum_halves(acc[r]) + hsum_halves(acc_m[r]);
         }
         out
     }
