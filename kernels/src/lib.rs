@@ -12,6 +12,7 @@ pub mod candidate_weights;
 pub mod check;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod disjoint;
 mod elem;
 pub mod encoder_ops;
 pub mod fma_exp;

@@ -6,6 +6,7 @@
 //! softmax, a weighted sum of values, all in f32). It is the reference the CUDA decode,
 //! split-K and flash-style prefill kernels are checked against.
 
+use crate::disjoint::DisjointWrites;
 use crate::elem::{Elem, contiguous, unsupported};
 use crate::kv_layout::KvCacheShape;
 use crate::metadata::{AttentionMetadata, DeviceAttentionMetadata, HostAttentionMetadata};
@@ -305,7 +306,7 @@ impl PagedAttention {
             );
             tokens.extend((0..q_end - q_start).map(|j| (s, j, q_end - q_start)));
         }
-        let shared = SharedRows(out.as_mut_ptr());
+        let shared = DisjointWrites::new(&mut out);
         // Query tokens are independent: they run on candle's worker pool (a 512-token prefill
         // spent a third of its time here on one core); each output row is computed the same
         // way whichever worker takes it.
@@ -350,7 +351,7 @@ impl PagedAttention {
                         }
                     }
                     // SAFETY: row (t, h) is in `out` and only the worker with token t writes it.
-                    let o = unsafe { shared.row((t * num_heads + h) * hs, hs) };
+                    let o = unsafe { shared.slice((t * num_heads + h) * hs, hs) };
                     for (dst, a) in o.iter_mut().zip(&acc) {
                         *dst = T::from_f32(a / denom);
                     }
@@ -379,22 +380,6 @@ fn dot<T: Elem>(q: &[T], k: &[T]) -> f32 {
         sum += a.to_f32() * b.to_f32();
     }
     sum
-}
-
-/// The output, written by several workers at once: each (token, head) row by exactly one.
-struct SharedRows<T>(*mut T);
-
-// SAFETY: workers write disjoint rows (each query token belongs to one work item) and the pool
-// joins them before the buffer is read.
-unsafe impl<T: Send> Sync for SharedRows<T> {}
-
-impl<T> SharedRows<T> {
-    /// # Safety
-    /// `start..start + len` is in bounds and no other worker touches it.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, start: usize, len: usize) -> &mut [T] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
-    }
 }
 
 impl CustomOp3 for PagedAttention {

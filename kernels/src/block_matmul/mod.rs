@@ -15,6 +15,8 @@
 mod q4_1;
 mod q8_0;
 
+use crate::disjoint::DisjointWrites;
+
 pub use q4_1::{Q4_1, Q4_1_BLOCK_BYTES};
 pub use q8_0::{Q8_0, Q8_0_BLOCK_BYTES};
 
@@ -249,21 +251,6 @@ fn check<F: BlockFormat>(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> R
     Ok(())
 }
 
-/// The output matrix, written by several workers at once: each `(row, column)` by exactly one.
-struct SharedOut(*mut f32);
-
-// SAFETY: workers write disjoint elements (each weight row belongs to one work item) and the
-// pool joins them before the buffer is read.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    /// `i` is in bounds and no other worker writes it.
-    unsafe fn write(&self, i: usize, v: f32) {
-        unsafe { *self.0.add(i) = v }
-    }
-}
-
 /// Weight rows per work item.
 const ROWS: usize = 16;
 
@@ -307,28 +294,14 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, sums: bool) -> Vec<ActRow> {
             .collect();
     }
     let mut rows: Vec<Option<ActRow>> = (0..m).map(|_| None).collect();
-    let slots = SharedSlots(rows.as_mut_ptr());
+    let slots = DisjointWrites::new(&mut rows);
     candle_core::utils::barrier_pool().execute_chunked(m, |range| {
         for i in range {
             // SAFETY: slot i is in bounds and only the worker given row i writes it.
-            unsafe { slots.put(i, ActRow::quantize(&x[i * k..(i + 1) * k], sums)) };
+            unsafe { slots.write(i, Some(ActRow::quantize(&x[i * k..(i + 1) * k], sums))) };
         }
     });
     rows.into_iter().flatten().collect()
-}
-
-/// Slots of quantized rows, filled by several workers at once: each by exactly one.
-struct SharedSlots(*mut Option<ActRow>);
-
-// SAFETY: workers write disjoint slots and the pool joins them before the vector is read.
-unsafe impl Sync for SharedSlots {}
-
-impl SharedSlots {
-    /// # Safety
-    /// `i` is in bounds and no other worker touches it.
-    unsafe fn put(&self, i: usize, row: ActRow) {
-        unsafe { *self.0.add(i) = Some(row) }
-    }
 }
 
 fn matmul<F: BlockFormat>(
@@ -344,7 +317,7 @@ fn matmul<F: BlockFormat>(
     let xq = quantize_rows(x, m, k, F::ACT_SUMS);
     let row_bytes = k / QK * F::BLOCK_BYTES;
     let mut y = vec![0f32; m * n];
-    let out = SharedOut(y.as_mut_ptr());
+    let out = DisjointWrites::new(&mut y);
     // Activation rows `i..i + G` against every weight row of `rows`.
     let group = |i: usize, rows: std::ops::Range<usize>, g: usize| {
         let weight = |j: usize| &w[j * row_bytes..(j + 1) * row_bytes];
