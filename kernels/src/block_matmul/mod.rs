@@ -188,6 +188,59 @@ macro_rules! f16c_at {
 #[cfg(target_arch = "x86_64")]
 use f16c_at;
 
+/// The AVX-512 walk over one weight row of `$nb` blocks of `$bytes` bytes at `$w`, two blocks
+/// at a time: runs `$body` with `$w0`, `$w1` pointing at blocks `2p` and `2p + 1` (for an odd
+/// last block, `$w1` at a zero block and `$full` false). Used inside `unsafe` with the
+/// row's `$nb` blocks in bounds.
+#[cfg(target_arch = "x86_64")]
+macro_rules! each_pair {
+    ($w:expr, $nb:expr, $bytes:expr, |$w0:ident, $w1:ident, $p:ident, $full:ident| $body:block) => {{
+        let zero_block = [0u8; $bytes];
+        for $p in 0..$nb / 2 {
+            let $w0: *const u8 = $w.add(2 * $p * $bytes);
+            let $w1: *const u8 = $w0.add($bytes);
+            let $full = true;
+            $body
+        }
+        if $nb % 2 == 1 {
+            let $p = $nb / 2;
+            let $w0: *const u8 = $w.add(($nb - 1) * $bytes);
+            let $w1: *const u8 = zero_block.as_ptr();
+            let $full = false;
+            $body
+        }
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+use each_pair;
+
+/// Activation blocks `2p` and `2p + 1` of row `$x` as 64 bytes; with `$full` false only `2p`'s
+/// (an odd last block), the rest read as zeros. Used inside `unsafe`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! act_pair {
+    ($x:expr, $p:expr, $full:expr) => {{
+        let at = $x.qs.add(2 * $p * QK);
+        match $full {
+            true => _mm512_loadu_si512(at as *const __m512i),
+            false => _mm512_maskz_loadu_epi8(0xFFFF_FFFF, at),
+        }
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+use act_pair;
+
+/// `$acc += ($wd · row $x's scales of pair $p) · $prod`: a pair's integer sums (lanes 0–7 block
+/// `2p`, 8–15 block `2p + 1`) into the float sums. Used inside `unsafe`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! add_scaled_pair {
+    ($acc:expr, $prod:expr, $wd:expr, $x:expr, $p:expr) => {{
+        let scale = _mm512_mul_ps($wd, _mm512_loadu_ps($x.pair_d.add($p * 16)));
+        $acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps($prod), $acc);
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+use add_scaled_pair;
+
 /// Whether this CPU runs a SIMD path.
 pub fn simd_available() -> bool {
     Simd::detect() != Simd::Scalar

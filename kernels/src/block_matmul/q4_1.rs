@@ -144,7 +144,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::super::{f16c_at, hsum_halves};
+    use super::super::{act_pair, add_scaled_pair, each_pair, f16c_at, hsum_halves};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -173,16 +173,10 @@ mod avx512 {
             let wd = _mm512_mask_blend_ps(0xFF00, d0, d1);
             for r in 0..N {
                 let x = $x[r];
-                let at = x.qs.add(2 * $p * QK);
-                let xq = match $full {
-                    true => _mm512_loadu_si512(at as *const __m512i),
-                    false => _mm512_maskz_loadu_epi8(0xFFFF_FFFF, at),
-                };
                 // Sums of four unsigned × signed products in i32 lanes: lanes 0–7 block 2p,
                 // 8–15 block 2p+1 (the same lanes AVX2's maddubs + madd fill).
-                let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xq);
-                let scale = _mm512_mul_ps(wd, _mm512_loadu_ps(x.pair_d.add($p * 16)));
-                $acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(prod), $acc[r]);
+                let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, act_pair!(x, $p, $full));
+                add_scaled_pair!($acc[r], prod, wd, x, $p);
             }
         }};
     }
@@ -195,21 +189,15 @@ mod avx512 {
             "activation row of another length"
         );
         let w = row.as_ptr();
-        let zero_block = [0u8; Q4_1_BLOCK_BYTES];
         let mut acc = [_mm512_setzero_ps(); N];
         let mut acc_m = [_mm512_setzero_ps(); N];
         // SAFETY: blocks below `nb` lie in `row`; each activation row has `nb` blocks,
         // `nb.div_ceil(2)` pairs and `nb.div_ceil(16) * 16` sums (asserted above); the last
         // odd block is read with its pair's upper half masked off.
         unsafe {
-            for p in 0..nb / 2 {
-                let w0 = w.add(2 * p * Q4_1_BLOCK_BYTES);
-                add_pair!(acc, w0, w0.add(Q4_1_BLOCK_BYTES), x, p, true);
-            }
-            if nb % 2 == 1 {
-                let w0 = w.add((nb - 1) * Q4_1_BLOCK_BYTES);
-                add_pair!(acc, w0, zero_block.as_ptr(), x, nb / 2, false);
-            }
+            each_pair!(w, nb, Q4_1_BLOCK_BYTES, |w0, w1, p, full| {
+                add_pair!(acc, w0, w1, x, p, full);
+            });
             for c in 0..nb.div_ceil(16) {
                 let mins = _mm512_loadu_ps(chunk_mins!(w, nb, c).as_ptr());
                 for r in 0..N {

@@ -109,7 +109,7 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::super::{f16c_at, hsum_halves};
+    use super::super::{act_pair, add_scaled_pair, each_pair, f16c_at, hsum_halves};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -133,15 +133,10 @@ mod avx512 {
             );
             for r in 0..N {
                 let x = $x[r];
-                let at = x.qs.add(2 * $p * QK);
-                let xq = match $full {
-                    true => _mm512_loadu_si512(at as *const __m512i),
-                    false => _mm512_maskz_loadu_epi8(0xFFFF_FFFF, at),
-                };
+                let xq = act_pair!(x, $p, $full);
                 let signed = _mm512_mask_sub_epi8(xq, negative, _mm512_setzero_si512(), xq);
                 let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w_abs, signed);
-                let scale = _mm512_mul_ps(wd, _mm512_loadu_ps(x.pair_d.add($p * 16)));
-                $acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(prod), $acc[r]);
+                add_scaled_pair!($acc[r], prod, wd, x, $p);
             }
         }};
     }
@@ -154,20 +149,14 @@ mod avx512 {
             "activation row of another length"
         );
         let w = row.as_ptr();
-        let zero_block = [0u8; Q8_0_BLOCK_BYTES];
         let mut acc = [_mm512_setzero_ps(); N];
         // SAFETY: blocks below `nb` lie in `row`; each activation row has `nb` blocks and
         // `nb.div_ceil(2)` pairs (asserted above); the last odd block is read with its pair's
         // upper half masked off.
         unsafe {
-            for p in 0..nb / 2 {
-                let w0 = w.add(2 * p * Q8_0_BLOCK_BYTES);
-                add_pair!(acc, w0, w0.add(Q8_0_BLOCK_BYTES), x, p, true);
-            }
-            if nb % 2 == 1 {
-                let w0 = w.add((nb - 1) * Q8_0_BLOCK_BYTES);
-                add_pair!(acc, w0, zero_block.as_ptr(), x, nb / 2, false);
-            }
+            each_pair!(w, nb, Q8_0_BLOCK_BYTES, |w0, w1, p, full| {
+                add_pair!(acc, w0, w1, x, p, full);
+            });
         }
         let mut out = [0f32; N];
         for r in 0..N {
