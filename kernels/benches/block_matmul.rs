@@ -7,7 +7,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use indus_kernels::block_matmul::{Q4_1, Q8_0, Simd, block_matmul_with};
+use indus_kernels::block_matmul::{BlockType, Simd, block_matmul_with};
 use std::hint::black_box;
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -31,16 +31,15 @@ fn bench(c: &mut Criterion) {
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
             let mut g = c.benchmark_group(format!("{label} m={m}"));
             for simd in [Simd::Avx512Vnni, Simd::Avx2] {
-                let run = match dtype {
-                    GgmlDType::Q4_1 => block_matmul_with::<Q4_1>,
-                    _ => block_matmul_with::<Q8_0>,
+                let t = match dtype {
+                    GgmlDType::Q4_1 => BlockType::Q4_1,
+                    _ => BlockType::Q8_0,
                 };
-                if run(&x, m, k, &bytes, n, simd).is_err() {
+                let run = |x: &[f32]| block_matmul_with(t, x, m, k, &bytes, n, simd);
+                if run(&x).is_err() {
                     continue; // not on this CPU
                 }
-                g.bench_function(format!("indus {simd:?}"), |b| {
-                    b.iter(|| run(black_box(&x), m, k, &bytes, n, simd))
-                });
+                g.bench_function(format!("indus {simd:?}"), |b| b.iter(|| run(black_box(&x))));
             }
             g.bench_function("candle", |b| {
                 b.iter(|| candle.forward(black_box(&xt)).unwrap())

@@ -168,10 +168,10 @@ pub fn type_name(t: GgmlDType) -> String {
 /// Q4_1 and Q8_0 on the CPU through our AVX2 / AVX-512 kernels (candle's Q4_1 is scalar, its Q8_0 one
 /// FMA chain per output); `None` when another path applies.
 fn block_matmul_on_cpu(weight: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
-    use indus_kernels::block_matmul::{Q4_1, Q8_0, block_matmul, simd_available};
-    let run = match weight.dtype() {
-        GgmlDType::Q4_1 => block_matmul::<Q4_1>,
-        GgmlDType::Q8_0 => block_matmul::<Q8_0>,
+    use indus_kernels::block_matmul::{BlockType, block_matmul, simd_available};
+    let block_type = match weight.dtype() {
+        GgmlDType::Q4_1 => BlockType::Q4_1,
+        GgmlDType::Q8_0 => BlockType::Q8_0,
         _ => return Ok(None),
     };
     let &[n, k] = weight.shape().dims() else {
@@ -184,7 +184,7 @@ fn block_matmul_on_cpu(weight: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     let m: usize = lead.iter().product();
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let bytes = weight.data()?;
-    let y = run(&xs, m, k, &bytes, n).map_err(candle_core::Error::Msg)?;
+    let y = block_matmul(block_type, &xs, m, k, &bytes, n).map_err(candle_core::Error::Msg)?;
     let mut shape = lead;
     shape.push(n);
     Ok(Some(Tensor::from_vec(y, shape, x.device())?))

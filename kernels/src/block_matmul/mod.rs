@@ -27,6 +27,8 @@ pub const QK: usize = 32;
 pub trait BlockFormat {
     /// llama.cpp's name, for errors.
     const NAME: &'static str;
+    /// The value the public entry points dispatch on.
+    const TYPE: BlockType;
     /// Bytes of one block of `QK` weights.
     const BLOCK_BYTES: usize;
     /// Whether the activation blocks carry `d·Σq` (ggml's Q8_1, for formats with a min).
@@ -246,19 +248,44 @@ pub fn simd_available() -> bool {
     Simd::detect() != Simd::Scalar
 }
 
-/// `[m, n]` = `x [m, k]` · `Wᵀ`, `w` the raw blocks of an `[n, k]` weight in format `F`.
-pub fn block_matmul<F: BlockFormat>(
+/// The block types these kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockType {
+    Q4_1,
+    Q8_0,
+}
+
+impl BlockType {
+    /// llama.cpp's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4_1 => Q4_1::NAME,
+            Self::Q8_0 => Q8_0::NAME,
+        }
+    }
+}
+
+// The entry points take the type as a value, not as a generic parameter, on purpose: a generic
+// function is compiled in the crate that names its type, at that crate's opt-level. Called as
+// `block_matmul::<Q4_1>` from `indus-models` (unoptimised in dev and test builds), these
+// kernels ran unoptimised there, intrinsics and all, at a few tokens a second. Dispatching here
+// compiles every instance in this crate, which every profile optimises.
+
+/// `[m, n]` = `x [m, k]` · `Wᵀ`, `w` the raw blocks of an `[n, k]` weight of type `t`.
+pub fn block_matmul(
+    t: BlockType,
     x: &[f32],
     m: usize,
     k: usize,
     w: &[u8],
     n: usize,
 ) -> Result<Vec<f32>, String> {
-    matmul::<F>(x, m, k, w, n, Simd::detect())
+    dispatch(t, x, m, k, w, n, Simd::detect())
 }
 
 /// The same with the dot product `simd` (an error if this CPU lacks it).
-pub fn block_matmul_with<F: BlockFormat>(
+pub fn block_matmul_with(
+    t: BlockType,
     x: &[f32],
     m: usize,
     k: usize,
@@ -269,18 +296,34 @@ pub fn block_matmul_with<F: BlockFormat>(
     if !simd.available() {
         return Err(format!("{simd:?} is not available on this CPU"));
     }
-    matmul::<F>(x, m, k, w, n, simd)
+    dispatch(t, x, m, k, w, n, simd)
 }
 
 /// The scalar dot product only: the reference.
-pub fn block_matmul_reference<F: BlockFormat>(
+pub fn block_matmul_reference(
+    t: BlockType,
     x: &[f32],
     m: usize,
     k: usize,
     w: &[u8],
     n: usize,
 ) -> Result<Vec<f32>, String> {
-    matmul::<F>(x, m, k, w, n, Simd::Scalar)
+    dispatch(t, x, m, k, w, n, Simd::Scalar)
+}
+
+fn dispatch(
+    t: BlockType,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    simd: Simd,
+) -> Result<Vec<f32>, String> {
+    match t {
+        BlockType::Q4_1 => matmul::<Q4_1>(x, m, k, w, n, simd),
+        BlockType::Q8_0 => matmul::<Q8_0>(x, m, k, w, n, simd),
+    }
 }
 
 /// Checks the operands' sizes: `x` is `[m, k]`, `w` holds `n` rows of `k / 32` blocks.
@@ -463,18 +506,18 @@ pub(crate) mod test_support {
         // Groups of eight (AVX-512), four and one, and a parallel quantization (m ≥ 16).
         let m = 21;
         let x = activations(m * k, 9);
-        let r = block_matmul_reference::<F>(&x, m, k, w, n).unwrap();
-        let y = block_matmul::<F>(&x, m, k, w, n).unwrap();
+        let r = block_matmul_reference(F::TYPE, &x, m, k, w, n).unwrap();
+        let y = block_matmul(F::TYPE, &x, m, k, w, n).unwrap();
         for (a, b) in y.iter().zip(&r) {
             assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
         }
         for i in 0..m {
-            let alone = block_matmul::<F>(&x[i * k..(i + 1) * k], 1, k, w, n).unwrap();
+            let alone = block_matmul(F::TYPE, &x[i * k..(i + 1) * k], 1, k, w, n).unwrap();
             assert_eq!(&y[i * n..(i + 1) * n], &alone[..], "row {i}");
         }
         // AVX2 and AVX-512 give the same bits, where this CPU has both.
         if Simd::detect() == Simd::Avx512Vnni {
-            let avx2 = block_matmul_with::<F>(&x, m, k, w, n, Simd::Avx2).unwrap();
+            let avx2 = block_matmul_with(F::TYPE, &x, m, k, w, n, Simd::Avx2).unwrap();
             assert_eq!(y, avx2);
         } else {
             eprintln!("no AVX-512 VNNI on this CPU: one SIMD path checked");
@@ -492,7 +535,7 @@ pub(crate) mod test_support {
     ) {
         let m = 3;
         let x = activations(m * k, 5);
-        let y = super::block_matmul_reference::<F>(&x, m, k, w, n).unwrap();
+        let y = super::block_matmul_reference(F::TYPE, &x, m, k, w, n).unwrap();
         for i in 0..m {
             for j in 0..n {
                 let exact: f32 = (0..k).map(|t| x[i * k + t] * dense[j * k + t]).sum();

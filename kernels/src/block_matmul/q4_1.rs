@@ -3,7 +3,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::RowPtrs;
-use super::{ActRow, BlockFormat, QK};
+use super::{ActRow, BlockFormat, BlockType, QK};
 
 /// Bytes of one Q4_1 block: f16 scale, f16 min, 16 bytes of nibbles.
 pub const Q4_1_BLOCK_BYTES: usize = 20;
@@ -18,6 +18,7 @@ fn block(w: &[u8]) -> (f32, f32, &[u8]) {
 
 impl BlockFormat for Q4_1 {
     const NAME: &'static str = "Q4_1";
+    const TYPE: BlockType = BlockType::Q4_1;
     const BLOCK_BYTES: usize = Q4_1_BLOCK_BYTES;
     const ACT_SUMS: bool = true;
 

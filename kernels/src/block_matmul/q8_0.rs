@@ -4,7 +4,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::RowPtrs;
-use super::{ActRow, BlockFormat, QK};
+use super::{ActRow, BlockFormat, BlockType, QK};
 
 /// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
 pub const Q8_0_BLOCK_BYTES: usize = 34;
@@ -19,6 +19,7 @@ fn block(w: &[u8]) -> (f32, &[u8]) {
 
 impl BlockFormat for Q8_0 {
     const NAME: &'static str = "Q8_0";
+    const TYPE: BlockType = BlockType::Q8_0;
     const BLOCK_BYTES: usize = Q8_0_BLOCK_BYTES;
     const ACT_SUMS: bool = false;
 
