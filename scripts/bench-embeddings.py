@@ -5,7 +5,7 @@ at concurrency 8 with and without an embedding flood on the same Indus process.
 
     /work/venv-embed/bin/python scripts/bench-embeddings.py \
         --indus target/release/indus --minilm "$INDUS_TEST_MINILM_DIR" \
-        [--chat-model "$INDUS_TEST_SMOLLM2_GGUF"] [--out docs/benchmarks/embeddings]
+        [--chat-model "$INDUS_TEST_SMOLLM2_GGUF"] [--out docs/benchmarks/embeddings] [--amx-off-too]
 
 Rows: 2000 sentences of ~32 tokens at client batches of 32 and 1 (one client, sequential),
 and batch 1 from 8 concurrent clients; embeddings/s and per-request p50 latency. Indus'
@@ -57,9 +57,10 @@ def post(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
-def start_server(cmd: list[str]) -> tuple[subprocess.Popen, str, Path]:
+def start_server(cmd: list[str], env: dict | None = None) -> tuple[subprocess.Popen, str, Path]:
     log = Path(tempfile.mkstemp(suffix=".log")[1])
-    proc = subprocess.Popen(cmd + ["--port", "0"], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    proc = subprocess.Popen(cmd + ["--port", "0"], stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            env={**os.environ, **(env or {})})
     for _ in range(600):
         m = re.search(r"ready addr=([0-9.:]+)", log.read_text())
         if m:
@@ -159,6 +160,8 @@ def main() -> int:
     ap.add_argument("--minilm", required=True)
     ap.add_argument("--chat-model", help="a GGUF/HF chat model for the TPOT-under-flood rows")
     ap.add_argument("--num", type=int, default=2000)
+    ap.add_argument("--amx-off-too", action="store_true",
+                    help="also run Indus with INDUS_AMX=off (candle's f32 GEMM) in the same run")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/embeddings")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -169,11 +172,18 @@ def main() -> int:
     mean_tokens = statistics.mean(len(tok(t)["input_ids"]) for t in texts)
     result = {"sentences": len(texts), "mean_tokens": mean_tokens, "cpus": os.cpu_count()}
 
-    proc, url, log = start_server([args.indus, "serve", args.minilm, "--served-model-name", "minilm"])
+    serve = [args.indus, "serve", args.minilm, "--served-model-name", "minilm"]
+    proc, url, log = start_server(serve)
     try:
         result["indus"] = bench_indus(url, texts, single)
     finally:
         proc.terminate(); proc.wait()
+    if args.amx_off_too:
+        proc, url, log = start_server(serve, {"INDUS_AMX": "off"})
+        try:
+            result["indus_amx_off"] = bench_indus(url, texts, single)
+        finally:
+            proc.terminate(); proc.wait()
     result["sentence_transformers"] = bench_st(args.minilm, texts, single)
     result["floor"] = floor(args.minilm, mean_tokens)
 
@@ -211,6 +221,10 @@ def main() -> int:
     for r in result["indus"]:
         s = st_rows.get(r["row"]) or st_rows["batch 1"]
         print(f"| {r['row']} | {r['embeddings_per_s']:.1f} | {s['embeddings_per_s']:.1f} | "
+              f"{r['embeddings_per_s'] / s['embeddings_per_s']:.2f}x | {r['p50_ms']:.2f} | {s['p50_ms']:.2f} |")
+    for r in result.get("indus_amx_off", []):
+        s = st_rows.get(r["row"]) or st_rows["batch 1"]
+        print(f"| {r['row']}, INDUS_AMX=off | {r['embeddings_per_s']:.1f} | {s['embeddings_per_s']:.1f} | "
               f"{r['embeddings_per_s'] / s['embeddings_per_s']:.2f}x | {r['p50_ms']:.2f} | {s['p50_ms']:.2f} |")
     if "chat_tpot" in result:
         c = result["chat_tpot"]

@@ -6,6 +6,7 @@
 //! semantics or the memory layout described in [`kv_layout`].
 
 pub mod activation;
+pub mod amx;
 pub mod block_matmul;
 pub mod cache_write;
 pub mod candidate_weights;
