@@ -161,8 +161,8 @@ fn download(args: DownloadArgs) -> anyhow::Result<()> {
 /// freed) to the kernel, so every step's activation buffers (megabytes at an encoder batch)
 /// came back as fresh pages, each faulted in and zeroed: 15 % of an all-MiniLM batch. Blocks
 /// up to 64 MiB now come from the heap and freed memory stays there until 256 MiB is free, so
-/// a steady load reuses the same pages; weights (larger, and loaded once) are still mapped
-/// on their own.
+/// a steady load reuses the same pages; larger blocks (big weight tensors, loaded once) are
+/// still mapped on their own.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_buffers() {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.

@@ -14,7 +14,24 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// The kernel's floor: each 32-row × 32-output block takes, per 32 values of k, ten tile loads
+/// and twelve tile products (the three split products), and on the CPUs measured the AMX unit
+/// runs them one after the other.
+fn print_floor() {
+    let Some((load, product)) = amx::probe_tile_costs(1_000_000) else {
+        return;
+    };
+    let threads = candle_core::utils::get_num_threads();
+    println!("tile load {load:.2} ns, tile product {product:.2} ns ({threads} threads)");
+    for (n, k) in [(1152usize, 384usize), (384, 384), (1536, 384), (384, 1536)] {
+        let steps = 1088usize.div_ceil(32) * n.div_ceil(32) * k.div_ceil(32);
+        let ms = steps as f64 * (10.0 * load + 12.0 * product) / threads as f64 / 1e6;
+        println!("floor {n}x{k} m=1088: {ms:.3} ms");
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    print_floor();
     // (n, k): fused q/k/v, attention output, intermediate, output.
     for (n, k) in [(1152, 384), (384, 384), (1536, 384), (384, 1536)] {
         let wv = values(n * k, 1);

@@ -332,6 +332,32 @@ mod tests {
     }
 
     #[test]
+    fn on_amx_computes_the_dense_layer_within_split_bf16_error() {
+        // 64 × 96: whole tiles, so the packed weight takes the f32 weight's bytes exactly.
+        let (w, b) = (weight(64, 96, 1), weight(1, 64, 2).flatten_all().unwrap());
+        let dense = Linear::dense(w, Some(b));
+        let amx = dense.clone().on_amx().unwrap();
+        if !amx::available() {
+            assert!(matches!(amx, Linear::Dense(_)), "unchanged without AMX");
+            eprintln!("no AMX in this process: the split-bf16 layer is not checked here");
+            return;
+        }
+        assert!(matches!(amx, Linear::SplitBf16 { .. }));
+        assert_eq!(amx.weight_bytes(), dense.weight_bytes());
+        let x = weight(5 * 3, 96, 3).reshape((5, 3, 96)).unwrap();
+        let (want, got) = (dense.forward(&x).unwrap(), amx.forward(&x).unwrap());
+        assert_eq!(got.dims(), &[5, 3, 64]);
+        let err = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+        // Within 2⁻¹⁵ of Σ|x·w| (at most 96 · 0.5 · 0.5 = 24 here; the kernel's own test
+        // checks the bound term by term).
+        let err = err.to_scalar::<f32>().unwrap();
+        assert!(err < 24.0 * 2f32.powi(-15), "{err}");
+        // Quantized and non-f32 layers stay as they are.
+        let half = Linear::dense(weight(4, 32, 4).to_dtype(DType::F16).unwrap(), None);
+        assert!(matches!(half.on_amx().unwrap(), Linear::Dense(_)));
+    }
+
+    #[test]
     fn our_q4_1_and_q8_0_kernels_compute_what_candles_do() {
         // Same activation quantization, same integer sums: only float summation order differs.
         let x = weight(5, 576, 4);

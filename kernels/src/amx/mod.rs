@@ -61,6 +61,46 @@ fn os_grants_tile_data() -> bool {
     false
 }
 
+/// Measured cost of one tile load (16 rows of 64 bytes, from L1) and of one bf16 tile product
+/// (16×16×32), in ns, on this thread: the terms of the split-bf16 matmul's floor
+/// (`cargo bench -p indus-kernels --bench split_bf16` prints it). `None` without AMX.
+pub fn probe_tile_costs(iters: usize) -> Option<(f64, f64)> {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        let data = vec![0u16; 4 * 512];
+        let p = data.as_ptr().cast::<u8>();
+        // SAFETY: AMX is available; the tiles are configured first and released last; every
+        // load reads inside `data` (four 1 KiB tiles).
+        unsafe {
+            tile::configure_full();
+            tile::zero0();
+            tile::zero1();
+            tile::zero2();
+            tile::zero3();
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                tile::load4(p, tile::ROW_BYTES);
+                tile::load5(p.add(1024), tile::ROW_BYTES);
+                tile::load6(p.add(2048), tile::ROW_BYTES);
+                tile::load7(p.add(3072), tile::ROW_BYTES);
+            }
+            let load = start.elapsed().as_secs_f64() * 1e9 / (4 * iters) as f64;
+            let start = std::time::Instant::now();
+            for _ in 0..iters {
+                tile::dp!("tmm0", "tmm4", "tmm6");
+                tile::dp!("tmm1", "tmm4", "tmm7");
+                tile::dp!("tmm2", "tmm5", "tmm6");
+                tile::dp!("tmm3", "tmm5", "tmm7");
+            }
+            let product = start.elapsed().as_secs_f64() * 1e9 / (4 * iters) as f64;
+            tile::release();
+            return Some((load, product));
+        }
+    }
+    let _ = iters;
+    None
+}
+
 /// The tile instructions, each a one-line asm block with its tile register fixed (AMX has no
 /// register operand that asm! could allocate).
 #[cfg(target_arch = "x86_64")]
