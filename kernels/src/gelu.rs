@@ -5,6 +5,7 @@
 //! in parallel on the caller's rayon pool. Other devices compose candle's ops.
 
 use crate::elem::{contiguous, unsupported};
+use crate::uninit::{assume_init, uninit};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -67,7 +68,7 @@ impl CustomOp2 for BiasGelu {
             &[_, w] if w == b.len() && w > 0 => w,
             d => candle_core::bail!("{op}: input {d:?} and bias [{}] do not match", b.len()),
         };
-        let mut out = vec![0f32; x.len()];
+        let mut out = uninit::<f32>(x.len());
         // Rows in chunks of ~16k elements: enough work per task to amortise the pool.
         let rows_per_task = (16_384 / width).max(1);
         out.par_chunks_mut(rows_per_task * width)
@@ -76,10 +77,12 @@ impl CustomOp2 for BiasGelu {
                 for (o_row, x_row) in o.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
                     for ((o, &x), &bias) in o_row.iter_mut().zip(x_row).zip(b) {
                         let v = x + bias;
-                        *o = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+                        o.write(0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2)));
                     }
                 }
             });
+        // SAFETY: the chunks cover `out`, and every element of each is written.
+        let out = unsafe { assume_init(out) };
         Ok((CpuStorage::F32(out), lx.shape().clone()))
     }
 }

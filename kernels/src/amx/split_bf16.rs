@@ -12,8 +12,8 @@
 
 use crate::disjoint::DisjointWrites;
 use crate::elem::contiguous;
+use crate::uninit::{assume_init, uninit};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// Values of `k` in one tile row (32 bf16 = 64 bytes), and outputs in one tile column block.
@@ -190,22 +190,6 @@ fn on_current_pool(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     (0..n.div_ceil(chunk))
         .into_par_iter()
         .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
-}
-
-/// A buffer of `len` elements yet to be written.
-fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: MaybeUninit needs no initialisation; the capacity is len.
-    unsafe { v.set_len(len) };
-    v
-}
-
-/// # Safety
-/// Every element of `v` has been written.
-unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
-    let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: MaybeUninit<T> has T's layout; the caller says every element is initialised.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
 }
 
 /// Up to 32 values split into `hi` and `lo`, zeros past their end.

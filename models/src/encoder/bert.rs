@@ -7,8 +7,9 @@ use crate::Result;
 use crate::linear::Linear;
 use crate::weights::WeightSource;
 use candle_core::{Device, Tensor};
-use indus_kernels::encoder_ops::{bias_residual_layer_norm, masked_softmax, split_qkv};
+use indus_kernels::encoder_attention::padded_attention;
 use indus_kernels::gelu::bias_gelu_erf;
+use indus_kernels::layer_norm::bias_residual_layer_norm;
 
 struct LayerNorm {
     weight: Tensor,
@@ -48,7 +49,7 @@ impl LayerNorm {
 }
 
 /// One post-norm layer. Projections are loaded without their biases: each bias is added
-/// inside the fused op that follows (split of q/k/v, GELU, residual + LayerNorm).
+/// inside the fused op that follows (attention, GELU, residual + LayerNorm).
 struct Layer {
     qkv: Linear,
     qkv_bias: Tensor,
@@ -101,15 +102,8 @@ impl Layer {
     }
 
     /// `x`: `[b * l, hidden]`; `lens`: each row's token count (the rest is padding).
-    fn forward(&self, x: &Tensor, lens: &[usize], l: usize, heads: usize) -> Result<Tensor> {
-        let b = lens.len();
-        let h = x.dim(1)?;
-        let d = h / heads;
-        let qkv = split_qkv(&self.qkv.forward(x)?, &self.qkv_bias, b, l, heads)?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let scale = 1.0 / (d as f32).sqrt();
-        let probs = masked_softmax(&q.matmul(&k.t()?)?, lens, scale)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
+    fn forward(&self, x: &Tensor, lens: &[usize], heads: usize) -> Result<Tensor> {
+        let ctx = padded_attention(&self.qkv.forward(x)?, &self.qkv_bias, lens, heads)?;
         let attn =
             self.attn_norm
                 .add_forward(&self.attn_out.forward(&ctx)?, &self.attn_out_bias, x)?;
@@ -196,7 +190,7 @@ impl Encoder {
             .reshape((b * l, h))?;
         let mut x = self.embed_norm.forward(&x)?;
         for layer in &self.layers {
-            x = layer.forward(&x, lens, l, self.config.num_heads)?;
+            x = layer.forward(&x, lens, self.config.num_heads)?;
         }
         Ok(x.reshape((b, l, h))?)
     }
