@@ -5,7 +5,8 @@ at concurrency 8 with and without an embedding flood on the same Indus process.
 
     /work/venv-embed/bin/python scripts/bench-embeddings.py \
         --indus target/release/indus --minilm "$INDUS_TEST_MINILM_DIR" \
-        [--chat-model "$INDUS_TEST_SMOLLM2_GGUF"] [--out docs/benchmarks/embeddings] [--amx-off-too]
+        [--chat-model "$INDUS_TEST_SMOLLM2_GGUF"] [--out docs/benchmarks/embeddings] [--amx-off-too] \
+        [--baseline OLD_BUILD/indus]
 
 Rows: 2000 sentences of ~32 tokens at client batches of 32 and 1 (one client, sequential),
 and batch 1 from 8 concurrent clients; embeddings/s and per-request p50 latency. Indus'
@@ -162,6 +163,8 @@ def main() -> int:
     ap.add_argument("--num", type=int, default=2000)
     ap.add_argument("--amx-off-too", action="store_true",
                     help="also run Indus with INDUS_AMX=off (candle's f32 GEMM) in the same run")
+    ap.add_argument("--baseline", help="another indus binary (an earlier commit's build) measured "
+                    "in the same run, so a change's gain is not mixed with run-to-run noise")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/embeddings")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,12 @@ def main() -> int:
         proc, url, log = start_server(serve, {"INDUS_AMX": "off"})
         try:
             result["indus_amx_off"] = bench_indus(url, texts, single)
+        finally:
+            proc.terminate(); proc.wait()
+    if args.baseline:
+        proc, url, log = start_server([args.baseline] + serve[1:])
+        try:
+            result["indus_baseline"] = bench_indus(url, texts, single)
         finally:
             proc.terminate(); proc.wait()
     result["sentence_transformers"] = bench_st(args.minilm, texts, single)
@@ -222,10 +231,11 @@ def main() -> int:
         s = st_rows.get(r["row"]) or st_rows["batch 1"]
         print(f"| {r['row']} | {r['embeddings_per_s']:.1f} | {s['embeddings_per_s']:.1f} | "
               f"{r['embeddings_per_s'] / s['embeddings_per_s']:.2f}x | {r['p50_ms']:.2f} | {s['p50_ms']:.2f} |")
-    for r in result.get("indus_amx_off", []):
-        s = st_rows.get(r["row"]) or st_rows["batch 1"]
-        print(f"| {r['row']}, INDUS_AMX=off | {r['embeddings_per_s']:.1f} | {s['embeddings_per_s']:.1f} | "
-              f"{r['embeddings_per_s'] / s['embeddings_per_s']:.2f}x | {r['p50_ms']:.2f} | {s['p50_ms']:.2f} |")
+    for key, label in [("indus_amx_off", "INDUS_AMX=off"), ("indus_baseline", "baseline build")]:
+        for r in result.get(key, []):
+            s = st_rows.get(r["row"]) or st_rows["batch 1"]
+            print(f"| {r['row']}, {label} | {r['embeddings_per_s']:.1f} | {s['embeddings_per_s']:.1f} | "
+                  f"{r['embeddings_per_s'] / s['embeddings_per_s']:.2f}x | {r['p50_ms']:.2f} | {s['p50_ms']:.2f} |")
     if "chat_tpot" in result:
         c = result["chat_tpot"]
         print(f"chat TPOT c8: alone {c['alone_ms']:.2f} ms, with embedding flood {c['with_flood_ms']:.2f} ms "

@@ -180,6 +180,23 @@ mod tests {
     }
 
     #[test]
+    fn encoder_nice_defaults_to_19_and_stays_in_range() {
+        #[derive(Parser)]
+        struct Pooling {
+            #[command(flatten)]
+            pooling: super::PoolingArgs,
+        }
+        let parse = |argv: &[&str]| {
+            Pooling::try_parse_from(std::iter::once("indus").chain(argv.iter().copied()))
+                .map(|p| p.pooling.encoder_nice)
+        };
+        assert_eq!(parse(&[]).ok(), Some(19));
+        assert_eq!(parse(&["--encoder-nice", "5"]).ok(), Some(5));
+        assert!(parse(&["--encoder-nice", "20"]).is_err());
+        assert!(parse(&["--encoder-nice", "-1"]).is_err());
+    }
+
+    #[test]
     fn parses_sizes() {
         assert_eq!(super::parse_bytes("512MiB"), Ok(512 << 20));
         assert_eq!(super::parse_bytes("1.5GB"), Ok(1_500_000_000));
@@ -215,4 +232,10 @@ pub struct PoolingArgs {
     /// Compute threads per encoder model (0: one per CPU core).
     #[arg(long, default_value_t = 0, env = "INDUS_ENCODER_THREADS")]
     pub encoder_threads: usize,
+    /// Niceness of the encoder threads (Linux) while a chat model also runs on the CPU:
+    /// 19 keeps an embedding flood off chat decoding (encoders get the cores chat leaves
+    /// idle); lower values give embeddings a larger share of busy cores.
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(0..=19),
+          env = "INDUS_ENCODER_NICE")]
+    pub encoder_nice: i32,
 }

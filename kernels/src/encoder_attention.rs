@@ -130,20 +130,25 @@ impl CustomOp2 for PaddedAttention {
                 let seq_rows = &x[seq * l * h3..(seq + 1) * l * h3];
                 let col = |part: usize| part * h + head * d;
                 s.gather(seq_rows, bias, n, d, h3, col(1), col(2));
-                for t in 0..l {
-                    // SAFETY: task (seq, head) alone writes columns head*d.. of its rows.
+                let q_bias = &bias[col(0)..col(0) + d];
+                for t0 in (0..n).step_by(QUERIES) {
+                    let queries =
+                        (t0..(t0 + QUERIES).min(n)).map(|t| &seq_rows[t * h3 + col(0)..][..d]);
+                    s.attend(queries, q_bias, scale, n);
+                    for (qi, t) in (t0..(t0 + QUERIES).min(n)).enumerate() {
+                        // SAFETY: task (seq, head) alone writes columns head*d.. of its rows.
+                        let row = unsafe { dst.slice((seq * l + t) * h + head * d, d) };
+                        for (o, &c) in row.iter_mut().zip(&s.context[qi * d..(qi + 1) * d]) {
+                            o.write(c);
+                        }
+                    }
+                }
+                for t in n..l {
+                    // SAFETY: as above; padding rows are zero.
                     let row = unsafe { dst.slice((seq * l + t) * h + head * d, d) };
-                    if t >= n {
-                        row.iter_mut().for_each(|v| {
-                            v.write(0.0);
-                        });
-                        continue;
-                    }
-                    let q = &seq_rows[t * h3 + col(0)..][..d];
-                    s.attend(q, &bias[col(0)..col(0) + d], scale, n);
-                    for (o, &c) in row.iter_mut().zip(&s.context) {
-                        o.write(c);
-                    }
+                    row.iter_mut().for_each(|v| {
+                        v.write(0.0);
+                    });
                 }
             });
         // SAFETY: the tasks together write every row's every head.
@@ -155,6 +160,8 @@ impl CustomOp2 for PaddedAttention {
 /// Keys are padded to a multiple of this many, so a score row is whole vectors; the sums
 /// of a loop are kept in one vector of this many lanes.
 const LANES: usize = 16;
+/// Queries attended together, sharing each key and value load.
+const QUERIES: usize = 4;
 
 impl HeadScratch {
     /// Copies the head's first `n` keys (transposed, `[d, n_pad]`, zero past `n`) and values
@@ -185,71 +192,101 @@ impl HeadScratch {
         }
     }
 
-    /// `self.context = softmax(scale · q·kᵀ) · v` over the gathered keys. Each loop keeps
-    /// `LANES` sums in registers (one vector) and walks the other operand in order.
-    fn attend(&mut self, q: &[f32], q_bias: &[f32], scale: f32, n: usize) {
-        let d = q.len();
+    /// `self.context[i] = softmax(scale · q_i·kᵀ) · v` over the gathered keys, for up to
+    /// `QUERIES` queries at once (missing ones are zero rows, computed and dropped): each
+    /// loaded key or value vector feeds every query, with `QUERIES × LANES` sums held in
+    /// registers. A query's arithmetic is the same in any slot of a block.
+    fn attend<'q>(
+        &mut self,
+        queries: impl Iterator<Item = &'q [f32]>,
+        q_bias: &[f32],
+        scale: f32,
+        n: usize,
+    ) {
+        let d = q_bias.len();
         let n_pad = self.keys_t.len() / d;
         self.query.clear();
-        self.query
-            .extend(q.iter().zip(q_bias).map(|(&q, &b)| (q + b) * scale));
+        self.query.resize(QUERIES * d, 0.0);
+        for (dst, q) in self.query.chunks_exact_mut(d).zip(queries) {
+            for ((o, &q), &b) in dst.iter_mut().zip(q).zip(q_bias) {
+                *o = (q + b) * scale;
+            }
+        }
         self.scores.clear();
-        self.scores.resize(n_pad, 0.0);
-        for (j0, out) in self.scores.chunks_exact_mut(LANES).enumerate() {
-            let mut acc = [0f32; LANES];
-            for (c, &qc) in self.query.iter().enumerate() {
-                let k = &self.keys_t[c * n_pad + j0 * LANES..][..LANES];
-                for (a, &k) in acc.iter_mut().zip(k) {
-                    *a += qc * k;
+        self.scores.resize(QUERIES * n_pad, 0.0);
+        for j0 in (0..n_pad).step_by(LANES) {
+            let mut acc = [[0f32; LANES]; QUERIES];
+            for c in 0..d {
+                let k = &self.keys_t[c * n_pad + j0..][..LANES];
+                for (acc, q) in acc.iter_mut().zip(self.query.chunks_exact(d)) {
+                    let qc = q[c];
+                    for (a, &k) in acc.iter_mut().zip(k) {
+                        *a += qc * k;
+                    }
                 }
             }
-            out.copy_from_slice(&acc);
-        }
-        let mut max = [f32::NEG_INFINITY; LANES];
-        for s in self.scores[n..].iter_mut() {
-            *s = f32::NEG_INFINITY; // padding keys
-        }
-        for s in self.scores.chunks_exact(LANES) {
-            for (m, &s) in max.iter_mut().zip(s) {
-                *m = if s > *m { s } else { *m };
+            for (acc, row) in acc.iter().zip(self.scores.chunks_exact_mut(n_pad)) {
+                row[j0..j0 + LANES].copy_from_slice(acc);
             }
         }
-        let max = max
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-        let mut sum = [0f32; LANES];
-        for s in self.scores.chunks_exact_mut(LANES) {
-            for (t, s) in sum.iter_mut().zip(s) {
-                *s = exp_nonpositive(*s - max);
-                *t += *s;
-            }
+        let mut inv = [0f32; QUERIES];
+        for (inv, row) in inv.iter_mut().zip(self.scores.chunks_exact_mut(n_pad)) {
+            *inv = 1.0 / softmax_weights(row, n);
         }
-        // Padding keys' scores are -inf, so their weights are 0 in the sum.
-        let inv = 1.0 / sum.iter().sum::<f32>();
         self.context.clear();
-        self.context.resize(d, 0.0);
-        let probs = &self.scores[..n];
-        let mut columns = self.context.chunks_exact_mut(LANES);
-        for (c0, out) in columns.by_ref().enumerate() {
-            let mut acc = [0f32; LANES];
-            for (&p, v) in probs.iter().zip(self.values.chunks_exact(d)) {
-                for (a, &v) in acc.iter_mut().zip(&v[c0 * LANES..][..LANES]) {
-                    *a += p * v;
+        self.context.resize(QUERIES * d, 0.0);
+        for c0 in (0..d).step_by(LANES) {
+            let width = LANES.min(d - c0);
+            let mut acc = [[0f32; LANES]; QUERIES];
+            if width == LANES {
+                for (j, v) in self.values.chunks_exact(d).enumerate() {
+                    let v = &v[c0..c0 + LANES];
+                    for (acc, p) in acc.iter_mut().zip(self.scores.chunks_exact(n_pad)) {
+                        let pj = p[j];
+                        for (a, &v) in acc.iter_mut().zip(v) {
+                            *a += pj * v;
+                        }
+                    }
+                }
+            } else {
+                for (j, v) in self.values.chunks_exact(d).enumerate() {
+                    for (acc, p) in acc.iter_mut().zip(self.scores.chunks_exact(n_pad)) {
+                        for (a, &v) in acc.iter_mut().zip(&v[c0..]) {
+                            *a += p[j] * v;
+                        }
+                    }
                 }
             }
-            for (o, a) in out.iter_mut().zip(acc) {
-                *o = a * inv;
+            for ((acc, inv), out) in acc.iter().zip(inv).zip(self.context.chunks_exact_mut(d)) {
+                for (o, a) in out[c0..c0 + width].iter_mut().zip(acc) {
+                    *o = a * inv;
+                }
             }
         }
-        let tail = columns.into_remainder();
-        let c0 = d - tail.len();
-        for (&p, v) in probs.iter().zip(self.values.chunks_exact(d)) {
-            for (o, &v) in tail.iter_mut().zip(&v[c0..]) {
-                *o += p * v;
-            }
-        }
-        tail.iter_mut().for_each(|o| *o *= inv);
     }
+}
+
+/// Turns a row of scores into unnormalised softmax weights over its first `n` keys (the
+/// rest become 0) and returns their sum.
+fn softmax_weights(row: &mut [f32], n: usize) -> f32 {
+    row[n..].iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
+    let mut max = [f32::NEG_INFINITY; LANES];
+    for s in row.chunks_exact(LANES) {
+        for (m, &s) in max.iter_mut().zip(s) {
+            *m = if s > *m { s } else { *m };
+        }
+    }
+    let max = max
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let mut sum = [0f32; LANES];
+    for s in row.chunks_exact_mut(LANES) {
+        for (t, s) in sum.iter_mut().zip(s) {
+            *s = exp_nonpositive(*s - max);
+            *t += *s;
+        }
+    }
+    sum.iter().sum()
 }
 
 /// exp(x) for x ≤ 0 (a softmax's shifted scores), within 2 ulp for x ≥ -87 and 0 below
