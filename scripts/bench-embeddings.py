@@ -6,7 +6,7 @@ at concurrency 8 with and without an embedding flood on the same Indus process.
     /work/venv-embed/bin/python scripts/bench-embeddings.py \
         --indus target/release/indus --minilm "$INDUS_TEST_MINILM_DIR" \
         [--chat-model "$INDUS_TEST_SMOLLM2_GGUF"] [--out docs/benchmarks/embeddings] [--amx-off-too] \
-        [--baseline OLD_BUILD/indus]
+        [--baseline OLD_BUILD/indus] [--encoder-nice N]
 
 Rows: 2000 sentences of ~32 tokens at client batches of 32 and 1 (one client, sequential),
 and batch 1 from 8 concurrent clients; embeddings/s and per-request p50 latency. Indus'
@@ -165,6 +165,8 @@ def main() -> int:
                     help="also run Indus with INDUS_AMX=off (candle's f32 GEMM) in the same run")
     ap.add_argument("--baseline", help="another indus binary (an earlier commit's build) measured "
                     "in the same run, so a change's gain is not mixed with run-to-run noise")
+    ap.add_argument("--encoder-nice", type=int,
+                    help="the chat + embedding server's --encoder-nice (its default otherwise)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/embeddings")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -200,8 +202,9 @@ def main() -> int:
     print(f"floor: {f['gflop_per_sentence']:.3f} GFLOP a sentence at the measured sgemm rate "
           f"{f['sgemm_gflops']:.0f} GFLOP/s = {f['floor_embeddings_per_s']:.0f} embeddings/s")
     if args.chat_model:
+        nice = [] if args.encoder_nice is None else ["--encoder-nice", str(args.encoder_nice)]
         proc, url, log = start_server([args.indus, "serve", args.chat_model, "--served-model-name", "chat",
-                                       "--embedding-model", f"minilm={args.minilm}"])
+                                       "--embedding-model", f"minilm={args.minilm}"] + nice)
         try:
             alone = chat_tpot(args.indus, url, "chat", args.out, "alone")
             stop = threading.Event()
