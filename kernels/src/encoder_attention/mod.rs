@@ -16,6 +16,9 @@ use crate::uninit::{assume_init, uninit};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// `qkv`: `[b * l, 3 * h]` (q, k then v columns, without their bias), `bias`: `[3 * h]`,
 /// `lens[i]` ≤ `l`: sequence `i`'s real tokens. Returns `[b * l, h]`: row `(i, t)` is
 /// `softmax(q·kᵀ / √d) · v` over sequence `i`'s first `lens[i]` tokens, heads side by side;
@@ -215,20 +218,18 @@ impl HeadScratch {
         }
         self.scores.clear();
         self.scores.resize(QUERIES * n_pad, 0.0);
-        for j0 in (0..n_pad).step_by(LANES) {
-            let mut acc = [[0f32; LANES]; QUERIES];
-            for c in 0..d {
-                let k = &self.keys_t[c * n_pad + j0..][..LANES];
-                for (acc, q) in acc.iter_mut().zip(self.query.chunks_exact(d)) {
-                    let qc = q[c];
-                    for (a, &k) in acc.iter_mut().zip(k) {
-                        *a += qc * k;
-                    }
-                }
-            }
-            for (acc, row) in acc.iter().zip(self.scores.chunks_exact_mut(n_pad)) {
-                row[j0..j0 + LANES].copy_from_slice(acc);
-            }
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        if avx512 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has AVX-512 F; the buffers have the sizes set above.
+            unsafe {
+                avx512::scores(&self.query, &self.keys_t, d, n_pad, &mut self.scores)
+            };
+        } else {
+            scores_portable(&self.query, &self.keys_t, d, n_pad, &mut self.scores);
         }
         let mut inv = [0f32; QUERIES];
         for (inv, row) in inv.iter_mut().zip(self.scores.chunks_exact_mut(n_pad)) {
@@ -236,32 +237,74 @@ impl HeadScratch {
         }
         self.context.clear();
         self.context.resize(QUERIES * d, 0.0);
-        for c0 in (0..d).step_by(LANES) {
-            let width = LANES.min(d - c0);
-            let mut acc = [[0f32; LANES]; QUERIES];
-            if width == LANES {
-                for (j, v) in self.values.chunks_exact(d).enumerate() {
-                    let v = &v[c0..c0 + LANES];
-                    for (acc, p) in acc.iter_mut().zip(self.scores.chunks_exact(n_pad)) {
-                        let pj = p[j];
-                        for (a, &v) in acc.iter_mut().zip(v) {
-                            *a += pj * v;
-                        }
-                    }
+        let values = &self.values[..n * d];
+        if avx512 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            unsafe {
+                avx512::context(&self.scores, values, n_pad, &inv, &mut self.context)
+            };
+        } else {
+            context_portable(&self.scores, values, n_pad, &inv, &mut self.context);
+        }
+    }
+}
+
+/// `scores[i][j] = query[i] · keys_t[·][j]` for the `QUERIES` query rows (`[QUERIES, d]`)
+/// against keys transposed to `[d, n_pad]`; `LANES × QUERIES` sums at a time.
+fn scores_portable(query: &[f32], keys_t: &[f32], d: usize, n_pad: usize, scores: &mut [f32]) {
+    for j0 in (0..n_pad).step_by(LANES) {
+        let mut acc = [[0f32; LANES]; QUERIES];
+        for c in 0..d {
+            let k = &keys_t[c * n_pad + j0..][..LANES];
+            for (acc, q) in acc.iter_mut().zip(query.chunks_exact(d)) {
+                let qc = q[c];
+                for (a, &k) in acc.iter_mut().zip(k) {
+                    *a += qc * k;
                 }
-            } else {
-                for (j, v) in self.values.chunks_exact(d).enumerate() {
-                    for (acc, p) in acc.iter_mut().zip(self.scores.chunks_exact(n_pad)) {
-                        for (a, &v) in acc.iter_mut().zip(&v[c0..]) {
-                            *a += p[j] * v;
-                        }
+            }
+        }
+        for (acc, row) in acc.iter().zip(scores.chunks_exact_mut(n_pad)) {
+            row[j0..j0 + LANES].copy_from_slice(acc);
+        }
+    }
+}
+
+/// `context[i] = inv[i] · Σ_j scores[i][j] · values[j]` (`values`: `[n, d]`, `context`:
+/// `[QUERIES, d]`), 16 columns at a time.
+fn context_portable(
+    scores: &[f32],
+    values: &[f32],
+    n_pad: usize,
+    inv: &[f32; QUERIES],
+    context: &mut [f32],
+) {
+    let d = context.len() / QUERIES;
+    for c0 in (0..d).step_by(LANES) {
+        let width = LANES.min(d - c0);
+        let mut acc = [[0f32; LANES]; QUERIES];
+        if width == LANES {
+            for (j, v) in values.chunks_exact(d).enumerate() {
+                let v = &v[c0..c0 + LANES];
+                for (acc, p) in acc.iter_mut().zip(scores.chunks_exact(n_pad)) {
+                    let pj = p[j];
+                    for (a, &v) in acc.iter_mut().zip(v) {
+                        *a += pj * v;
                     }
                 }
             }
-            for ((acc, inv), out) in acc.iter().zip(inv).zip(self.context.chunks_exact_mut(d)) {
-                for (o, a) in out[c0..c0 + width].iter_mut().zip(acc) {
-                    *o = a * inv;
+        } else {
+            for (j, v) in values.chunks_exact(d).enumerate() {
+                for (acc, p) in acc.iter_mut().zip(scores.chunks_exact(n_pad)) {
+                    for (a, &v) in acc.iter_mut().zip(&v[c0..]) {
+                        *a += p[j] * v;
+                    }
                 }
+            }
+        }
+        for ((acc, inv), out) in acc.iter().zip(inv).zip(context.chunks_exact_mut(d)) {
+            for (o, a) in out[c0..c0 + width].iter_mut().zip(acc) {
+                *o = a * inv;
             }
         }
     }
@@ -423,6 +466,43 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_avx512_products_match_the_portable_ones() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !std::arch::is_x86_feature_detected!("avx512f") {
+                eprintln!("no AVX-512 F on this CPU: only the portable products run");
+                return;
+            }
+            for (d, n) in [(32usize, 34usize), (24, 16), (64, 5), (8, 1)] {
+                let n_pad = n.div_ceil(LANES) * LANES;
+                let flat =
+                    |len: usize, seed: u64| -> Vec<f32> { randn(&[len], seed).to_vec1().unwrap() };
+                let (query, keys_t) = (flat(QUERIES * d, 1), flat(d * n_pad, 2));
+                let mut want = vec![0f32; QUERIES * n_pad];
+                let mut got = vec![f32::NAN; QUERIES * n_pad];
+                scores_portable(&query, &keys_t, d, n_pad, &mut want);
+                // SAFETY: the CPU has AVX-512 F; the sizes are as documented.
+                unsafe { avx512::scores(&query, &keys_t, d, n_pad, &mut got) };
+                let close = |a: &[f32], b: &[f32]| {
+                    a.iter()
+                        .zip(b)
+                        .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+                };
+                assert!(close(&got, &want), "scores d={d} n={n}");
+                let (values, inv) = (flat(n * d, 3), [0.5, 1.0, 2.0, 0.25]);
+                let mut want = vec![0f32; QUERIES * d];
+                let mut got = vec![f32::NAN; QUERIES * d];
+                context_portable(&keys_t[..QUERIES * n_pad], &values, n_pad, &inv, &mut want);
+                // SAFETY: as above.
+                unsafe {
+                    avx512::context(&keys_t[..QUERIES * n_pad], &values, n_pad, &inv, &mut got)
+                };
+                assert!(close(&got, &want), "context d={d} n={n}");
+            }
+        }
     }
 
     #[test]
