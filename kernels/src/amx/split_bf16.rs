@@ -3,7 +3,7 @@
 //! `x·w ≈ x_hi·w_hi + x_lo·w_hi + x_hi·w_lo` (the dropped `x_lo·w_lo` is below 2⁻¹⁶ of the
 //! product). Three bf16 tile products per f32 product, with f32 accumulation: results within
 //! about 1e-5 of an f32 GEMM. all-MiniLM-L6-v2's worst cosine against sentence-transformers is
-//! 0.9999993 this way; with plain bf16 (one product) it was 0.99994 and with two (no
+//! 0.9999992 this way; with plain bf16 (one product) it was 0.99994 and with two (no
 //! `x_hi·w_lo`) 0.99997, too close to the 0.9999 its tests require.
 //!
 //! Weights are split and packed once, at load, into AMX's B-tile layout; activations are split
