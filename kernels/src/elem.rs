@@ -2,7 +2,7 @@
 //! storage dtype, so bf16/f16 results match the GPU kernels' accumulation precision.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 use half::{bf16, f16};
 
 pub(crate) trait Elem: Copy + Send + Sync + 'static {
@@ -70,4 +70,47 @@ pub(crate) fn index_values(storage: &CpuStorage, layout: &Layout, op: &str) -> R
 
 pub(crate) fn unsupported(op: &str, storage: &CpuStorage) -> candle_core::Error {
     candle_core::Error::Msg(format!("{op}: unsupported dtype {:?}", storage.dtype()))
+}
+
+/// Whether every tensor is f32 on the CPU: the encoder ops' fused CPU kernels take f32
+/// slices, and anything else goes to their candle-op references.
+pub(crate) fn cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// A custom op's f32 input as the contiguous slice its layout views, or an error naming the op.
+pub(crate) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) => contiguous(v, l, op),
+        other => Err(unsupported(op, other)),
+    }
+}
+
+/// Test helpers shared by the kernels' unit tests.
+#[cfg(test)]
+pub(crate) mod test_tensors {
+    use candle_core::{Device, Tensor};
+
+    /// Standard-normal values, seeded, so a failure reproduces.
+    pub(crate) fn normal(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::check::metrics::Rng::new(seed);
+        let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.normal()).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// The largest `|a - b|` over all elements.
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
 }

@@ -4,7 +4,7 @@
 //! evaluates erf as a rational polynomial (no `exp`, no branches: it vectorises) over rows
 //! in parallel on the caller's rayon pool. Other devices compose candle's ops.
 
-use crate::elem::{contiguous, unsupported};
+use crate::elem::{cpu_f32, f32s};
 use crate::uninit::{assume_init, uninit};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -32,7 +32,7 @@ pub fn erf_f32(x: f32) -> f32 {
 
 /// GELU(x + bias) with the exact (erf) form: `[rows, width]` and `[width]` → `[rows, width]`.
 pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if cpu_f32(&[x, bias]) {
         x.contiguous()?
             .apply_op2_no_bwd(&bias.contiguous()?, &BiasGelu)
     } else {
@@ -60,10 +60,7 @@ impl CustomOp2 for BiasGelu {
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (CpuStorage::F32(x), CpuStorage::F32(b)) = (x, b) else {
-            return Err(unsupported(op, x));
-        };
-        let (x, b) = (contiguous(x, lx, op)?, contiguous(b, lb, op)?);
+        let (x, b) = (f32s(x, lx, op)?, f32s(b, lb, op)?);
         let width = match lx.dims() {
             &[_, w] if w == b.len() && w > 0 => w,
             d => candle_core::bail!("{op}: input {d:?} and bias [{}] do not match", b.len()),

@@ -4,22 +4,10 @@
 //! behind, and slowed, chat steps), and each unfused op is another pass and allocation. The
 //! reference composes candle ops; other devices and dtypes use it.
 
-use crate::elem::contiguous;
+use crate::elem::{cpu_f32, f32s};
 use crate::uninit::{assume_init, uninit};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-
-fn cpu_f32(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
-
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    match s {
-        CpuStorage::F32(v) => contiguous(v, l, op),
-        other => Err(crate::elem::unsupported(op, other)),
-    }
-}
 
 /// `LayerNorm(x + bias + residual)` over the last dim: `x`, `residual` `[rows, h]`; `bias`
 /// and the norm's `gamma`/`beta` `[h]`.
@@ -143,20 +131,8 @@ fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elem::test_tensors::max_abs_diff as max_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     fn randn(shape: &[usize]) -> Tensor {
         Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()

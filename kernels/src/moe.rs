@@ -245,6 +245,7 @@ fn softmax_rows(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elem::test_tensors::max_abs_diff as max_diff;
     use candle_core::Device;
 
     /// Uniform in [-0.5, 0.5), seeded.
@@ -254,19 +255,6 @@ mod tests {
             .map(|_| rng.uniform() - 0.5)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! in any batch, at any padded length.
 
 use crate::disjoint::DisjointWrites;
-use crate::elem::contiguous;
+use crate::elem::{cpu_f32, f32s};
 use crate::uninit::{assume_init, uninit};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -29,8 +29,7 @@ pub fn padded_attention(
     lens: &[usize],
     heads: usize,
 ) -> Result<Tensor> {
-    let on_cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if on_cpu_f32(qkv) && on_cpu_f32(bias) {
+    if cpu_f32(&[qkv, bias]) {
         qkv.contiguous()?.apply_op2_no_bwd(
             &bias.contiguous()?,
             &PaddedAttention {
@@ -107,10 +106,7 @@ impl CustomOp2 for PaddedAttention {
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (CpuStorage::F32(x), CpuStorage::F32(bias)) = (x, bias) else {
-            return Err(crate::elem::unsupported(op, x));
-        };
-        let (x, bias) = (contiguous(x, lx, op)?, contiguous(bias, lb, op)?);
+        let (x, bias) = (f32s(x, lx, op)?, f32s(bias, lb, op)?);
         let (b, heads, h3) = (self.lens.len(), self.heads, bias.len());
         let rows = match lx.dims() {
             &[rows, w] if w == h3 => rows,
@@ -136,10 +132,10 @@ impl CustomOp2 for PaddedAttention {
                 s.gather(seq_rows, bias, n, d, h3, col(1), col(2));
                 let q_bias = &bias[col(0)..col(0) + d];
                 for t0 in (0..n).step_by(QUERIES) {
-                    let queries =
-                        (t0..(t0 + QUERIES).min(n)).map(|t| &seq_rows[t * h3 + col(0)..][..d]);
+                    let block = t0..(t0 + QUERIES).min(n);
+                    let queries = block.clone().map(|t| &seq_rows[t * h3 + col(0)..][..d]);
                     s.attend(queries, q_bias, scale, n);
-                    for (qi, t) in (t0..(t0 + QUERIES).min(n)).enumerate() {
+                    for (qi, t) in block.enumerate() {
                         // SAFETY: task (seq, head) alone writes columns head*d.. of its rows.
                         let row = unsafe { dst.slice((seq * l + t) * h + head * d, d) };
                         for (o, &c) in row.iter_mut().zip(&s.context[qi * d..(qi + 1) * d]) {
@@ -218,36 +214,43 @@ impl HeadScratch {
         }
         self.scores.clear();
         self.scores.resize(QUERIES * n_pad, 0.0);
-        #[cfg(target_arch = "x86_64")]
-        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx512 = false;
-        if avx512 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU has AVX-512 F; the buffers have the sizes set above.
-            unsafe {
-                avx512::scores(&self.query, &self.keys_t, d, n_pad, &mut self.scores)
-            };
-        } else {
-            scores_portable(&self.query, &self.keys_t, d, n_pad, &mut self.scores);
-        }
+        scores(&self.query, &self.keys_t, d, n_pad, &mut self.scores);
         let mut inv = [0f32; QUERIES];
         for (inv, row) in inv.iter_mut().zip(self.scores.chunks_exact_mut(n_pad)) {
             *inv = 1.0 / softmax_weights(row, n);
         }
         self.context.clear();
         self.context.resize(QUERIES * d, 0.0);
-        let values = &self.values[..n * d];
-        if avx512 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            unsafe {
-                avx512::context(&self.scores, values, n_pad, &inv, &mut self.context)
-            };
-        } else {
-            context_portable(&self.scores, values, n_pad, &inv, &mut self.context);
-        }
+        context(&self.scores, &self.values, n_pad, &inv, &mut self.context);
     }
+}
+
+/// Whether the AVX-512 products can run (std caches the CPU check).
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `scores_portable`, or its AVX-512 twin where the CPU has it.
+fn scores(query: &[f32], keys_t: &[f32], d: usize, n_pad: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F; the function checks the buffer sizes.
+        return unsafe { avx512::scores(query, keys_t, d, n_pad, out) };
+    }
+    scores_portable(query, keys_t, d, n_pad, out)
+}
+
+/// `context_portable`, or its AVX-512 twin where the CPU has it.
+fn context(scores: &[f32], values: &[f32], n_pad: usize, inv: &[f32; QUERIES], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: as in `scores`.
+        return unsafe { avx512::context(scores, values, n_pad, inv, out) };
+    }
+    context_portable(scores, values, n_pad, inv, out)
 }
 
 /// `scores[i][j] = query[i] · keys_t[·][j]` for the `QUERIES` query rows (`[QUERIES, d]`)
@@ -363,36 +366,11 @@ fn exp_nonpositive(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use crate::elem::test_tensors::{max_abs_diff as max_diff, normal};
 
+    /// Values spread like a projection's outputs (standard normal × 2), seeded.
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let dev = Device::Cpu;
-        let n: usize = shape.iter().product();
-        // A fixed LCG, so failures reproduce.
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &dev).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let (a, b) = (
-            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
+        (normal(shape, seed) * 2.0).unwrap()
     }
 
     #[test]
@@ -472,7 +450,7 @@ mod tests {
     fn the_avx512_products_match_the_portable_ones() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !std::arch::is_x86_feature_detected!("avx512f") {
+            if !has_avx512() {
                 eprintln!("no AVX-512 F on this CPU: only the portable products run");
                 return;
             }
